@@ -13,5 +13,6 @@ using Runner = std::function<int()>;
 Runner add_inspect(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_serve(CLI::App& app);
+Runner add_generate(CLI::App& app);
 
 }  // namespace orcd::cli

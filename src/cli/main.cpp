@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   runners["inspect"] = orcd::cli::add_inspect(app);
   runners["tokenize"] = orcd::cli::add_tokenize(app);
   runners["serve"] = orcd::cli::add_serve(app);
+  runners["generate"] = orcd::cli::add_generate(app);
 
   CLI11_PARSE(app, argc, argv);
   try {

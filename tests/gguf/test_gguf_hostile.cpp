@@ -82,7 +82,8 @@ TEST(GgufHostile, UnsupportedVersions) {
 TEST(GgufHostile, EveryTruncationIsReported) {
   const auto full = valid_file();
   uint64_t data_end = 0;  // past it lies only the last tensor's alignment padding
-  for (const auto& t : GgufFile::from_bytes(full).tensors()) data_end = std::max(data_end, t.file_offset + t.n_bytes);
+  const auto parsed = GgufFile::from_bytes(full);
+  for (const auto& t : parsed.tensors()) data_end = std::max(data_end, t.file_offset + t.n_bytes);
   ASSERT_LT(data_end, full.size());
   for (size_t n = 0; n < full.size(); ++n) {
     std::vector<uint8_t> cut(full.begin(), full.begin() + n);

@@ -1,0 +1,26 @@
+// Chat prompt formats of the common model families, detected from tokenizer.chat_template.
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace orcd {
+
+enum class ChatFormat { none, chatml, llama3, llama2, mistral, phi3 };
+std::string_view chat_format_name(ChatFormat f);
+
+// Recognises the family from the Jinja template text stored in the GGUF (markers each family
+// uses); `none` when there is no template or it is not one of these.
+ChatFormat detect_chat_format(std::string_view jinja_template);
+
+struct ChatMessage {
+  std::string role;  // system, user, assistant
+  std::string content;
+};
+
+// The prompt text for `messages`, ending with the assistant's turn opened. BOS is not included:
+// the tokenizer adds it when the model asks for it. Throws std::invalid_argument for a role the
+// format cannot express or for ChatFormat::none.
+std::string apply_chat_template(ChatFormat f, const std::vector<ChatMessage>& messages);
+
+}  // namespace orcd

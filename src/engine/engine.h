@@ -1,0 +1,72 @@
+// The inference engine: one model in VRAM, its KV cache and workspace, forward and sampling.
+// Everything per token runs on the GPU; the host schedules kernels and reads back token ids.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/kernels/sampling.h"
+#include "engine/model.h"
+#include "engine/vram_plan.h"
+#include "gguf/gguf.h"
+#include "tokenizer/tokenizer.h"
+#include "vram/device_allocator.h"
+#include "vram/vram_tracker.h"
+
+namespace orcd {
+
+struct EngineOptions {
+  int device = 0;
+  int n_ctx = 0;                  // 0: the model's training context, capped at 4096
+  int max_batch_tokens = 512;     // prefill runs in chunks of this many tokens
+  std::optional<uint64_t> reserved_vram;  // headroom; default max(10% of total, 2 GiB)
+  LoadProgress progress;
+};
+
+class InferenceEngine {
+ public:
+  // Plans, checks the fit (InsufficientVramError), allocates and uploads. On any failure
+  // everything allocated so far is freed before the exception leaves.
+  static std::unique_ptr<InferenceEngine> load(const std::string& path, const EngineOptions& opt);
+  ~InferenceEngine();
+
+  const ModelConfig& config() const { return cfg_; }
+  const Tokenizer& tokenizer() const { return *tok_; }
+  const GgufFile& gguf() const { return *file_; }
+  VramTracker& tracker() { return tracker_; }
+  const VramPlan& plan() const { return plan_; }
+  int n_ctx() const { return n_ctx_; }
+  int device() const { return opt_.device; }
+
+  // Runs `tokens` at positions start_pos.. through the model (in chunks of max_batch_tokens),
+  // writing their K/V into the cache and leaving the last token's logits on the device.
+  void forward(std::span<const int32_t> tokens, int start_pos);
+  std::vector<float> logits() const;  // copy of the last logits (tests, tools)
+  // Samples from the last logits; `history` feeds the repetition penalty.
+  int32_t sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step);
+
+ private:
+  InferenceEngine() = default;
+  void forward_chunk(const int32_t* tokens, int n, int start_pos);
+
+  EngineOptions opt_;
+  std::unique_ptr<GgufFile> file_;  // keeps the mapping (and so the page cache) for the tokenizer
+  ModelConfig cfg_;
+  std::unique_ptr<Tokenizer> tok_;
+  int n_ctx_ = 0;
+  VramPlan plan_;
+  VramTracker tracker_;
+  std::unique_ptr<DeviceAllocator> alloc_;
+  ModelWeights weights_;
+  DeviceBuffer k_cache_, v_cache_;
+  struct Workspace {
+    DeviceBuffer x, xb, q, att, k, v, hb, hb2, att_scratch, ids, history, logits, last_hidden, token;
+  } ws_;
+  cudaStream_t stream_ = nullptr;
+};
+
+}  // namespace orcd

@@ -1,0 +1,106 @@
+// Quantized matrix times activations. One warp per weight row; each warp reads its row once
+// for a tile of up to kTile tokens, dequantizing in registers. Decode is the n_tokens = 1 case.
+#include "common/cuda_check.h"
+#include "engine/kernels/kernels.h"
+#include "engine/kernels/quant.cuh"
+
+namespace orcd {
+namespace {
+
+using kern::kWarp;
+constexpr int kTile = 8;
+constexpr int kRowsPerBlock = 4;
+
+template <float (*DQ)(const uint8_t*, int64_t)>
+__global__ void matmul_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t rows, int64_t cols,
+                              const float* __restrict__ x, int n_tokens, float* __restrict__ out) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.y;
+  const int t0 = blockIdx.y * kTile;
+  if (r >= rows) return;
+  const int nt = min(kTile, n_tokens - t0);
+  const uint8_t* row = w + r * row_bytes;
+  float acc[kTile] = {};
+  for (int64_t i = threadIdx.x; i < cols; i += kWarp) {
+    const float wv = DQ(row, i);
+#pragma unroll
+    for (int t = 0; t < kTile; ++t)
+      if (t < nt) acc[t] += wv * x[(t0 + t) * cols + i];
+  }
+#pragma unroll
+  for (int t = 0; t < kTile; ++t) {
+    const float s = kern::warp_sum(acc[t]);
+    if (threadIdx.x == 0 && t < nt) out[(t0 + t) * rows + r] = s;
+  }
+}
+
+template <float (*DQ)(const uint8_t*, int64_t)>
+__global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t cols, const int32_t* __restrict__ ids,
+                                float* __restrict__ out) {
+  const uint8_t* row = w + static_cast<int64_t>(ids[blockIdx.x]) * row_bytes;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[blockIdx.x * cols + i] = DQ(row, i);
+}
+
+template <float (*DQ)(const uint8_t*, int64_t)>
+__global__ void dequantize_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t cols, float* __restrict__ out) {
+  const uint8_t* row = w + static_cast<int64_t>(blockIdx.x) * row_bytes;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[blockIdx.x * cols + i] = DQ(row, i);
+}
+
+// Calls f.template operator()<DQ>() with the dequantizer of `type`.
+template <typename F>
+void dispatch(GgmlType type, F&& f) {
+  switch (type) {
+    case GgmlType::F32: return f.template operator()<kern::dq_f32>();
+    case GgmlType::F16: return f.template operator()<kern::dq_f16>();
+    case GgmlType::BF16: return f.template operator()<kern::dq_bf16>();
+    case GgmlType::Q8_0: return f.template operator()<kern::dq_q8_0>();
+    case GgmlType::Q4_0: return f.template operator()<kern::dq_q4_0>();
+    case GgmlType::Q4_1: return f.template operator()<kern::dq_q4_1>();
+    case GgmlType::Q5_0: return f.template operator()<kern::dq_q5_0>();
+    case GgmlType::Q5_1: return f.template operator()<kern::dq_q5_1>();
+    case GgmlType::Q4_K: return f.template operator()<kern::dq_q4_k>();
+    case GgmlType::Q5_K: return f.template operator()<kern::dq_q5_k>();
+    case GgmlType::Q6_K: return f.template operator()<kern::dq_q6_k>();
+    default:
+      throw std::invalid_argument("tensor type " + std::string(ggml_type_name(type)) + " is not supported by the engine");
+  }
+}
+
+}  // namespace
+
+bool matmul_supports(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0: case GgmlType::Q4_0:
+    case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void launch_matmul(const QMatrix& w, const float* x, int n_tokens, float* out, cudaStream_t stream) {
+  const dim3 block(kWarp, kRowsPerBlock);
+  const dim3 grid(kern::ceil_div(w.rows, kRowsPerBlock), kern::ceil_div(n_tokens, kTile));
+  dispatch(w.type, [&]<auto DQ>() {
+    matmul_kernel<DQ><<<grid, block, 0, stream>>>(static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_get_rows(const QMatrix& table, const int32_t* ids, int n, float* out, cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch(table.type, [&]<auto DQ>() {
+    get_rows_kernel<DQ><<<n, 256, 0, stream>>>(static_cast<const uint8_t*>(table.data), table.row_bytes, table.cols, ids, out);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_dequantize(const QMatrix& w, float* out, cudaStream_t stream) {
+  dispatch(w.type, [&]<auto DQ>() {
+    dequantize_kernel<DQ><<<static_cast<unsigned>(w.rows), 256, 0, stream>>>(static_cast<const uint8_t*>(w.data), w.row_bytes, w.cols, out);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace orcd

@@ -1,0 +1,134 @@
+// GGML block formats, dequantized one element at a time on the device. Each `dq_*` returns
+// element i (0-based within the row) of a row stored in that format. Layouts follow GGML's
+// block structs; the host reference in tests/ is written independently.
+#pragma once
+#include "engine/kernels/common.cuh"
+
+namespace orcd::kern {
+
+__device__ __forceinline__ float ld_half(const uint8_t* p) {
+  __half h;
+  memcpy(&h, p, 2);
+  return __half2float(h);
+}
+
+// Q8_0: {f16 d; i8 q[32]}
+__device__ __forceinline__ float dq_q8_0(const uint8_t* row, int64_t i) {
+  const uint8_t* b = row + (i / 32) * 34;
+  return ld_half(b) * static_cast<float>(static_cast<int8_t>(b[2 + i % 32]));
+}
+
+// Q4_0: {f16 d; u8 qs[16]}: element j < 16 in the low nibble of qs[j], j >= 16 in the high.
+__device__ __forceinline__ float dq_q4_0(const uint8_t* row, int64_t i) {
+  const uint8_t* b = row + (i / 32) * 18;
+  const int j = i % 32;
+  const int q = j < 16 ? (b[2 + j] & 0xF) : (b[2 + j - 16] >> 4);
+  return ld_half(b) * static_cast<float>(q - 8);
+}
+
+// Q4_1: {f16 d; f16 m; u8 qs[16]}
+__device__ __forceinline__ float dq_q4_1(const uint8_t* row, int64_t i) {
+  const uint8_t* b = row + (i / 32) * 20;
+  const int j = i % 32;
+  const int q = j < 16 ? (b[4 + j] & 0xF) : (b[4 + j - 16] >> 4);
+  return __fadd_rn(__fmul_rn(ld_half(b), static_cast<float>(q)), ld_half(b + 2));
+}
+
+// Q5_0: {f16 d; u32 qh; u8 qs[16]}: bit j of qh is the fifth bit of element j.
+__device__ __forceinline__ float dq_q5_0(const uint8_t* row, int64_t i) {
+  const uint8_t* b = row + (i / 32) * 22;
+  const int j = i % 32;
+  uint32_t qh;
+  memcpy(&qh, b + 2, 4);
+  const int lo = j < 16 ? (b[6 + j] & 0xF) : (b[6 + j - 16] >> 4);
+  const int q = lo | (((qh >> j) & 1) << 4);
+  return ld_half(b) * static_cast<float>(q - 16);
+}
+
+// Q5_1: {f16 d; f16 m; u32 qh; u8 qs[16]}
+__device__ __forceinline__ float dq_q5_1(const uint8_t* row, int64_t i) {
+  const uint8_t* b = row + (i / 32) * 24;
+  const int j = i % 32;
+  uint32_t qh;
+  memcpy(&qh, b + 4, 4);
+  const int lo = j < 16 ? (b[8 + j] & 0xF) : (b[8 + j - 16] >> 4);
+  const int q = lo | (((qh >> j) & 1) << 4);
+  return __fadd_rn(__fmul_rn(ld_half(b), static_cast<float>(q)), ld_half(b + 2));
+}
+
+// (d * scale) * q - dmin * min, rounded step by step (no fused multiply-add) so the result is
+// bit-identical to a plain host computation.
+__device__ __forceinline__ float kq(float d, int scale, int q, float dmin, int min) {
+  return __fsub_rn(__fmul_rn(__fmul_rn(d, static_cast<float>(scale)), static_cast<float>(q)),
+                   __fmul_rn(dmin, static_cast<float>(min)));
+}
+
+// 6-bit scale and min of sub-block s (0..7) packed in the 12 scale bytes of Q4_K / Q5_K.
+__device__ __forceinline__ void k_scale_min(const uint8_t* sc, int s, int& scale, int& min) {
+  if (s < 4) {
+    scale = sc[s] & 63;
+    min = sc[s + 4] & 63;
+  } else {
+    scale = (sc[s + 4] & 0xF) | ((sc[s - 4] >> 6) << 4);
+    min = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
+  }
+}
+
+// Q4_K: {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]}: 8 sub-blocks of 32; each 64 elements
+// share 32 bytes of qs, the first 32 in low nibbles, the next 32 in high nibbles.
+__device__ __forceinline__ float dq_q4_k(const uint8_t* row, int64_t i) {
+  const uint8_t* b = row + (i / 256) * 144;
+  const int j = i % 256;
+  const int s = j / 32;
+  int sc, mn;
+  k_scale_min(b + 4, s, sc, mn);
+  const uint8_t qbyte = b[16 + (j / 64) * 32 + j % 32];
+  const int q = (s & 1) ? (qbyte >> 4) : (qbyte & 0xF);
+  return kq(ld_half(b), sc, q, ld_half(b + 2), mn);
+}
+
+// Q5_K: {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}: the fifth bit of element j
+// is bit (j / 32) of qh[j % 32].
+__device__ __forceinline__ float dq_q5_k(const uint8_t* row, int64_t i) {
+  const uint8_t* b = row + (i / 256) * 176;
+  const int j = i % 256;
+  const int s = j / 32;
+  int sc, mn;
+  k_scale_min(b + 4, s, sc, mn);
+  const uint8_t qbyte = b[48 + (j / 64) * 32 + j % 32];
+  const int lo = (s & 1) ? (qbyte >> 4) : (qbyte & 0xF);
+  const int hi = (b[16 + j % 32] >> s) & 1;
+  return kq(ld_half(b), sc, lo | (hi << 4), ld_half(b + 2), mn);
+}
+
+// Q6_K: {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: two halves of 128; within a half,
+// element l + 32k takes its low 4 bits from ql and 2 high bits from qh[l] >> 2k.
+__device__ __forceinline__ float dq_q6_k(const uint8_t* row, int64_t i) {
+  const uint8_t* b = row + (i / 256) * 210;
+  const int j = i % 256;
+  const int half = j / 128, r = j % 128;
+  const int k = r / 32, l = r % 32;
+  const uint8_t* ql = b + half * 64;
+  const uint8_t* qh = b + 128 + half * 32;
+  const int lo = (k & 1) ? ((k >= 2) ? (ql[l + 32] >> 4) : (ql[l + 32] & 0xF)) : ((k >= 2) ? (ql[l] >> 4) : (ql[l] & 0xF));
+  const int hi = (qh[l] >> (2 * k)) & 3;
+  const int q = (lo | (hi << 4)) - 32;
+  const int8_t scale = static_cast<int8_t>(b[192 + half * 8 + k * 2 + l / 16]);
+  return __fmul_rn(__fmul_rn(ld_half(b + 208), static_cast<float>(scale)), static_cast<float>(q));
+}
+
+__device__ __forceinline__ float dq_f16(const uint8_t* row, int64_t i) { return ld_half(row + 2 * i); }
+
+__device__ __forceinline__ float dq_bf16(const uint8_t* row, int64_t i) {
+  uint16_t u;
+  memcpy(&u, row + 2 * i, 2);
+  return __uint_as_float(static_cast<uint32_t>(u) << 16);
+}
+
+__device__ __forceinline__ float dq_f32(const uint8_t* row, int64_t i) {
+  float f;
+  memcpy(&f, row + 4 * i, 4);
+  return f;
+}
+
+}  // namespace orcd::kern

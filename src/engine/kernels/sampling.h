@@ -1,0 +1,27 @@
+// Token sampling on the GPU; the host only reads back the chosen id.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace orcd {
+
+struct SamplingParams {
+  float temperature = 0.8f;        // 0: greedy
+  int top_k = 40;                  // 0: off
+  float top_p = 0.95f;             // 1: off
+  float min_p = 0.05f;             // 0: off
+  float repetition_penalty = 1.0f; // 1: off
+  int penalty_last_n = 64;         // tokens of history the penalty looks at
+  uint64_t seed = 0;
+};
+
+// Applies the repetition penalty to `logits` in place (each distinct id in `history` once).
+void launch_repetition_penalty(float* logits, const int32_t* history, int n_history, float penalty, cudaStream_t stream);
+
+// Picks a token from `logits` (modified in place) and writes it to *out_token. Order:
+// temperature, top-k, top-p, min-p, then a draw from the kept tokens with a counter-based RNG
+// keyed by (seed, step): the same inputs give the same token on the same GPU, always.
+void launch_sample(float* logits, int vocab, const SamplingParams& p, uint64_t step, int32_t* out_token, cudaStream_t stream);
+
+}  // namespace orcd

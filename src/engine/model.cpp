@@ -1,0 +1,170 @@
+#include "engine/model.h"
+
+#include <map>
+
+#include "common/cuda_check.h"
+#include "gguf/gguf.h"
+#include "vram/staging.h"
+
+namespace orcd {
+
+ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
+  ModelConfig c;
+  try {
+    c.arch_name = std::string(f.get_string("general.architecture"));
+    if (c.arch_name == "llama") c.arch = Arch::llama;
+    else if (c.arch_name == "qwen2") c.arch = Arch::qwen2;
+    else
+      throw ModelError(f.path() + ": architecture '" + c.arch_name + "' is not supported (supported: llama, qwen2)");
+    const std::string a = c.arch_name + ".";
+    c.n_layers = static_cast<int>(f.get_u64(a + "block_count"));
+    c.n_embd = static_cast<int>(f.get_u64(a + "embedding_length"));
+    c.n_heads = static_cast<int>(f.get_u64(a + "attention.head_count"));
+    c.n_kv_heads = static_cast<int>(f.get_u64_or(a + "attention.head_count_kv", c.n_heads));
+    c.n_ff = static_cast<int>(f.get_u64(a + "feed_forward_length"));
+    c.n_ctx_train = static_cast<int>(f.get_u64_or(a + "context_length", 2048));
+    if (c.n_heads <= 0 || c.n_kv_heads <= 0 || c.n_heads % c.n_kv_heads != 0 || c.n_embd % c.n_heads != 0)
+      throw ModelError(f.path() + ": inconsistent head counts (" + std::to_string(c.n_heads) + " heads, " +
+                       std::to_string(c.n_kv_heads) + " KV heads, embedding " + std::to_string(c.n_embd) + ")");
+    c.head_dim = static_cast<int>(f.get_u64_or(a + "attention.key_length", c.n_embd / c.n_heads));
+    c.rms_eps = static_cast<float>(f.get_f64_or(a + "attention.layer_norm_rms_epsilon", 1e-5));
+    c.rope_base = static_cast<float>(f.get_f64_or(a + "rope.freq_base", 10000.0));
+    c.rope_dims = static_cast<int>(f.get_u64_or(a + "rope.dimension_count", c.head_dim));
+    const std::string scaling(f.get_string_or(a + "rope.scaling.type", "none"));
+    if (scaling == "linear") c.rope_freq_scale = 1.0f / static_cast<float>(f.get_f64_or(a + "rope.scaling.factor", 1.0));
+    else if (scaling != "none" && scaling != "")
+      throw ModelError(f.path() + ": rope scaling '" + scaling + "' is not supported (none, linear)");
+    c.rope_neox = c.arch == Arch::qwen2;
+    c.qkv_bias = c.arch == Arch::qwen2;
+    c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
+    const GgufTensor* emb = f.find_tensor("token_embd.weight");
+    if (!emb) throw ModelError(f.path() + ": no token_embd.weight tensor");
+    c.n_vocab = static_cast<int>(emb->dims.size() > 1 ? emb->dims[1] : 0);
+  } catch (const GgufError& e) {
+    throw ModelError(e.what());
+  }
+  if (c.head_dim > 256 || c.rope_dims > c.head_dim || c.rope_dims % 2)
+    throw ModelError(c.arch_name + ": head_dim " + std::to_string(c.head_dim) + " / rope dims " + std::to_string(c.rope_dims) +
+                     " not supported (head_dim <= 256)");
+  return c;
+}
+
+uint64_t weights_vram_bytes(const GgufFile& f) {
+  uint64_t total = 0;
+  for (const auto& t : f.tensors()) total += DeviceAllocator::padded(t.n_bytes);
+  return total;
+}
+
+namespace {
+
+struct Want {
+  std::string name;
+  std::vector<uint64_t> dims;  // expected ne0, ne1
+  bool optional = false;
+};
+
+}  // namespace
+
+ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocator& alloc, const LoadProgress& progress) {
+  // 1. Check every tensor we will use before touching the GPU.
+  const auto E = static_cast<uint64_t>(c.n_embd), Q = static_cast<uint64_t>(c.q_dim()), KV = static_cast<uint64_t>(c.kv_dim()),
+             F = static_cast<uint64_t>(c.n_ff), V = static_cast<uint64_t>(c.n_vocab);
+  std::vector<Want> want = {{"token_embd.weight", {E, V}}, {"output_norm.weight", {E}}, {"output.weight", {E, V}, true},
+                            {"rope_freqs.weight", {static_cast<uint64_t>(c.rope_dims / 2)}, true}};
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    want.push_back({p + "attn_norm.weight", {E}});
+    want.push_back({p + "attn_q.weight", {E, Q}});
+    want.push_back({p + "attn_k.weight", {E, KV}});
+    want.push_back({p + "attn_v.weight", {E, KV}});
+    want.push_back({p + "attn_output.weight", {Q, E}});
+    want.push_back({p + "ffn_norm.weight", {E}});
+    want.push_back({p + "ffn_gate.weight", {E, F}});
+    want.push_back({p + "ffn_up.weight", {E, F}});
+    want.push_back({p + "ffn_down.weight", {F, E}});
+    if (c.qkv_bias) {
+      want.push_back({p + "attn_q.bias", {Q}});
+      want.push_back({p + "attn_k.bias", {KV}});
+      want.push_back({p + "attn_v.bias", {KV}});
+    }
+  }
+  for (const auto& w : want) {
+    const GgufTensor* t = f.find_tensor(w.name);
+    if (!t) {
+      if (w.optional) continue;
+      throw ModelError(f.path() + ": missing tensor '" + w.name + "' for architecture " + c.arch_name);
+    }
+    if (t->dims != w.dims) {
+      std::string got, exp;
+      for (auto d : t->dims) got += (got.empty() ? "" : "x") + std::to_string(d);
+      for (auto d : w.dims) exp += (exp.empty() ? "" : "x") + std::to_string(d);
+      throw ModelError(f.path() + ": tensor '" + w.name + "' has shape " + got + ", expected " + exp);
+    }
+    const bool vector = w.dims.size() == 1;
+    if (vector ? t->type != GgmlType::F32 : !matmul_supports(t->type))
+      throw ModelError(f.path() + ": tensor '" + w.name + "' has type " + std::string(ggml_type_name(t->type)) +
+                       ", which the engine does not support" + (vector ? " for 1-D tensors (F32 only)" : ""));
+  }
+
+  // 2. One allocation for all tensors, each at a 256-byte aligned offset.
+  std::map<std::string_view, uint64_t> offset;
+  uint64_t total = 0;
+  for (const auto& t : f.tensors()) {
+    offset[t.name] = total;
+    total += DeviceAllocator::padded(t.n_bytes);
+  }
+  ModelWeights w;
+  w.storage = alloc.alloc(total, VramPurpose::weights, "model weights (" + std::to_string(f.tensors().size()) + " tensors)");
+  auto* base = w.storage.as<uint8_t>();
+
+  // 3. Upload through the pinned staging buffer; the mmap'd file is the only host copy.
+  {
+    StagingUploader up;
+    uint64_t done = 0;
+    for (const auto& t : f.tensors()) {
+      up.upload(base + offset[t.name], t.data, t.n_bytes);
+      done += t.n_bytes;
+      if (progress) progress(done, total);
+    }
+    up.finish();
+  }
+
+  auto mat = [&](const std::string& name) {
+    const GgufTensor* t = f.find_tensor(name);
+    QMatrix m;
+    m.data = base + offset[t->name];
+    m.type = t->type;
+    m.cols = static_cast<int64_t>(t->dims[0]);
+    m.rows = static_cast<int64_t>(t->dims.size() > 1 ? t->dims[1] : 1);
+    m.row_bytes = ggml_row_bytes(t->type, t->dims[0]);
+    return m;
+  };
+  auto vec = [&](const std::string& name) -> const float* {
+    const GgufTensor* t = f.find_tensor(name);
+    return t ? reinterpret_cast<const float*>(base + offset[t->name]) : nullptr;
+  };
+  w.tok_embd = mat("token_embd.weight");
+  w.output_norm = vec("output_norm.weight");
+  w.output = c.tied_embeddings ? w.tok_embd : mat("output.weight");
+  w.rope_freqs = vec("rope_freqs.weight");
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LayerWeights L;
+    L.attn_norm = vec(p + "attn_norm.weight");
+    L.wq = mat(p + "attn_q.weight");
+    L.wk = mat(p + "attn_k.weight");
+    L.wv = mat(p + "attn_v.weight");
+    L.wo = mat(p + "attn_output.weight");
+    L.bq = vec(p + "attn_q.bias");
+    L.bk = vec(p + "attn_k.bias");
+    L.bv = vec(p + "attn_v.bias");
+    L.ffn_norm = vec(p + "ffn_norm.weight");
+    L.w_gate = mat(p + "ffn_gate.weight");
+    L.w_up = mat(p + "ffn_up.weight");
+    L.w_down = mat(p + "ffn_down.weight");
+    w.layers.push_back(L);
+  }
+  return w;
+}
+
+}  // namespace orcd

@@ -1,0 +1,50 @@
+#include "engine/vram_plan.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "engine/kernels/kernels.h"
+#include "engine/model.h"
+#include "gguf/gguf.h"
+#include "vram/device_allocator.h"
+
+namespace orcd {
+
+namespace {
+std::string mib(uint64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", b / 1048576.0);
+  return buf;
+}
+}  // namespace
+
+std::string VramPlan::breakdown() const {
+  return "weights " + mib(weights) + ", kv_cache " + mib(kv_cache) + ", workspace " + mib(workspace) + ", logits " + mib(logits);
+}
+
+VramPlan plan_vram(const GgufFile& f, const ModelConfig& c, int n_ctx, int max_batch_tokens) {
+  const auto P = [](uint64_t b) { return DeviceAllocator::padded(b); };
+  const uint64_t T = static_cast<uint64_t>(max_batch_tokens);
+  VramPlan p;
+  p.weights = weights_vram_bytes(f);
+  p.kv_cache = 2 * P(static_cast<uint64_t>(c.n_layers) * n_ctx * c.kv_dim() * 2);  // K and V, f16
+  // Activations for one batch of T tokens (see Workspace in engine.cpp), attention partials, ids.
+  p.workspace = 2 * P(T * c.n_embd * 4) + P(T * c.q_dim() * 4) * 2 + 2 * P(T * c.kv_dim() * 4) + 2 * P(T * c.n_ff * 4) +
+                P(attention_scratch_floats(max_batch_tokens, c.n_heads, c.head_dim, n_ctx) * 4) + P(T * 4) + P(4096 * 4);
+  p.logits = P(static_cast<uint64_t>(c.n_vocab) * 4) + P(c.n_embd * 4) + P(64);
+  return p;
+}
+
+uint64_t default_headroom(uint64_t total_bytes) { return std::max<uint64_t>(total_bytes / 10, 2ull << 30); }
+
+void check_fits(const VramPlan& plan, uint64_t free_bytes, uint64_t headroom, int device, const std::string& model_path, int n_ctx) {
+  const uint64_t usable = free_bytes > headroom ? free_bytes - headroom : 0;
+  if (plan.total() <= usable) return;
+  throw InsufficientVramError("INSUFFICIENT_VRAM: model " + model_path + " needs " + mib(plan.total()) + " of VRAM (" +
+                                  plan.breakdown() + ", context " + std::to_string(n_ctx) + ") but GPU " + std::to_string(device) +
+                                  " has " + mib(free_bytes) + " free and " + mib(headroom) + " is kept as headroom. Try: close other " +
+                                  "GPU programs, a shorter context (--ctx-size), or a smaller model or quantization.",
+                              plan.total(), free_bytes, headroom);
+}
+
+}  // namespace orcd

@@ -1,0 +1,423 @@
+// Every kernel against a float64 (or bit-exact) CPU reference on random inputs, at sizes that
+// are not multiples of the block: odd row counts, odd token counts, odd head counts.
+#include <cuda_fp16.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <set>
+#include <algorithm>
+
+#include "common/cuda_check.h"
+#include "engine/cpu_reference.h"
+#include "engine/kernels/kernels.h"
+#include "engine/kernels/sampling.h"
+#include "gpu.h"
+#include "vram/device_allocator.h"
+
+using namespace orcd;
+
+namespace {
+
+struct Gpu {
+  VramTracker tracker;
+  DeviceAllocator alloc{0, tracker};
+  template <typename T>
+  DeviceBuffer upload(const std::vector<T>& v) {
+    DeviceBuffer b = alloc.alloc(v.size() * sizeof(T), VramPurpose::workspace, "test input");
+    CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return b;
+  }
+  // A buffer of n floats filled with NaN, so unwritten outputs show up.
+  DeviceBuffer poisoned(size_t n) {
+    DeviceBuffer b = alloc.alloc(n * 4, VramPurpose::workspace, "test output");
+    CUDA_CHECK(cudaMemset(b.get(), 0xFF, n * 4));
+    return b;
+  }
+  template <typename T>
+  std::vector<T> download(const DeviceBuffer& b, size_t n) {
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<T> v(n);
+    CUDA_CHECK(cudaMemcpy(v.data(), b.get(), n * sizeof(T), cudaMemcpyDeviceToHost));
+    return v;
+  }
+};
+
+std::mt19937& rng() {
+  static std::mt19937 r(20261123);
+  return r;
+}
+float uniform(float a, float b) { return std::uniform_real_distribution<float>(a, b)(rng()); }
+std::vector<float> random_floats(size_t n, float a = -1, float b = 1) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = uniform(a, b);
+  return v;
+}
+
+void put_half(uint8_t* p, float f) {
+  const __half h = __float2half(f);
+  std::memcpy(p, &h, 2);
+}
+
+// Random bytes shaped as valid blocks: quant bits random, scale fields finite halves.
+std::vector<uint8_t> random_blocks(GgmlType t, int64_t rows, int64_t cols) {
+  const auto& tr = ggml_traits(t);
+  const size_t row_bytes = ggml_row_bytes(t, cols);
+  std::vector<uint8_t> v(rows * row_bytes);
+  for (auto& b : v) b = static_cast<uint8_t>(rng()());
+  if (t == GgmlType::F32) {
+    for (size_t i = 0; i < v.size() / 4; ++i) {
+      const float f = uniform(-2, 2);
+      std::memcpy(v.data() + 4 * i, &f, 4);
+    }
+    return v;
+  }
+  if (t == GgmlType::F16) {
+    for (size_t i = 0; i < v.size() / 2; ++i) put_half(v.data() + 2 * i, uniform(-2, 2));
+    return v;
+  }
+  if (t == GgmlType::BF16) {
+    for (size_t i = 0; i < v.size() / 2; ++i) {
+      const float f = uniform(-2, 2);
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      const uint16_t h = static_cast<uint16_t>(u >> 16);
+      std::memcpy(v.data() + 2 * i, &h, 2);
+    }
+    return v;
+  }
+  for (size_t b = 0; b < v.size() / tr.type_size; ++b) {
+    uint8_t* blk = v.data() + b * tr.type_size;
+    switch (t) {
+      case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q5_0: put_half(blk, uniform(-0.05f, 0.05f)); break;
+      case GgmlType::Q4_1: case GgmlType::Q5_1: put_half(blk, uniform(0, 0.05f)); put_half(blk + 2, uniform(-0.5f, 0)); break;
+      case GgmlType::Q4_K: case GgmlType::Q5_K: put_half(blk, uniform(0, 0.01f)); put_half(blk + 2, uniform(0, 0.01f)); break;
+      case GgmlType::Q6_K: put_half(blk + 208, uniform(-0.002f, 0.002f)); break;
+      default: break;
+    }
+  }
+  return v;
+}
+
+double rel_err(const std::vector<float>& got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;  // NaN-poisoned output left unwritten
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+const GgmlType kTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1,
+                           GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+QMatrix as_matrix(const DeviceBuffer& b, GgmlType t, int64_t rows, int64_t cols) {
+  return QMatrix{b.get(), t, rows, cols, ggml_row_bytes(t, cols)};
+}
+
+}  // namespace
+
+TEST(KernelsGpu, DequantizeIsBitExactForEveryType) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  for (GgmlType t : kTypes) {
+    const int64_t rows = 5, cols = 768;
+    const auto host = random_blocks(t, rows, cols);
+    auto w = g.upload(host);
+    auto out = g.poisoned(rows * cols);
+    launch_dequantize(as_matrix(w, t, rows, cols), out.as<float>(), nullptr);
+    const auto got = g.download<float>(out, rows * cols);
+    const auto want = ref::dequantize(t, host.data(), rows * cols);
+    int mismatches = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (std::memcmp(&got[i], &want[i], 4) != 0 && ++mismatches < 4) {
+        ADD_FAILURE() << ggml_type_name(t) << " element " << i << ": gpu " << got[i] << " ref " << want[i];
+      }
+    }
+    EXPECT_EQ(mismatches, 0) << ggml_type_name(t);
+  }
+}
+
+TEST(KernelsGpu, MatmulMatchesFloat64) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  for (GgmlType t : kTypes) {
+    for (int n_tokens : {1, 5, 13}) {
+      const int64_t rows = 37, cols = 768;
+      const auto host = random_blocks(t, rows, cols);
+      const auto x = random_floats(n_tokens * cols);
+      auto w = g.upload(host);
+      auto xd = g.upload(x);
+      auto out = g.poisoned(n_tokens * rows);
+      launch_matmul(as_matrix(w, t, rows, cols), xd.as<float>(), n_tokens, out.as<float>(), nullptr);
+      const auto got = g.download<float>(out, n_tokens * rows);
+      const auto wf = ref::dequantize(t, host.data(), rows * cols);
+      std::vector<double> want(n_tokens * rows);
+      for (int tk = 0; tk < n_tokens; ++tk)
+        for (int64_t r = 0; r < rows; ++r) {
+          double s = 0;
+          for (int64_t i = 0; i < cols; ++i) s += static_cast<double>(wf[r * cols + i]) * x[tk * cols + i];
+          want[tk * rows + r] = s;
+        }
+      EXPECT_LT(rel_err(got, want), 1e-5) << ggml_type_name(t) << " n_tokens " << n_tokens;
+    }
+  }
+}
+
+TEST(KernelsGpu, GetRowsMatchesReference) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  const int64_t rows = 50, cols = 512;
+  const auto host = random_blocks(GgmlType::Q4_K, rows, cols);
+  const std::vector<int32_t> ids = {49, 0, 7, 7, 31};
+  auto w = g.upload(host);
+  auto idd = g.upload(ids);
+  auto out = g.poisoned(ids.size() * cols);
+  launch_get_rows(as_matrix(w, GgmlType::Q4_K, rows, cols), idd.as<int32_t>(), static_cast<int>(ids.size()), out.as<float>(), nullptr);
+  const auto got = g.download<float>(out, ids.size() * cols);
+  const auto all = ref::dequantize(GgmlType::Q4_K, host.data(), rows * cols);
+  for (size_t k = 0; k < ids.size(); ++k)
+    for (int64_t i = 0; i < cols; ++i) ASSERT_EQ(got[k * cols + i], all[ids[k] * cols + i]);
+}
+
+TEST(KernelsGpu, RmsNormSwigluAddMatchFloat64) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  const int rows = 7, dim = 901;
+  const auto x = random_floats(rows * dim, -3, 3), w = random_floats(dim), y = random_floats(rows * dim);
+  auto xd = g.upload(x), wd = g.upload(w), yd = g.upload(y);
+  auto out = g.poisoned(rows * dim);
+  launch_rmsnorm(xd.as<float>(), wd.as<float>(), out.as<float>(), rows, dim, 1e-6f, nullptr);
+  auto got = g.download<float>(out, rows * dim);
+  std::vector<double> want(rows * dim);
+  for (int r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int i = 0; i < dim; ++i) ss += static_cast<double>(x[r * dim + i]) * x[r * dim + i];
+    const double inv = 1.0 / std::sqrt(ss / dim + 1e-6);
+    for (int i = 0; i < dim; ++i) want[r * dim + i] = x[r * dim + i] * inv * w[i];
+  }
+  EXPECT_LT(rel_err(got, want), 1e-6);
+
+  auto sw = g.poisoned(rows * dim);
+  launch_swiglu(xd.as<float>(), yd.as<float>(), sw.as<float>(), rows * dim, nullptr);
+  got = g.download<float>(sw, rows * dim);
+  for (int i = 0; i < rows * dim; ++i) want[i] = x[i] / (1.0 + std::exp(-static_cast<double>(x[i]))) * y[i];
+  EXPECT_LT(rel_err(got, want), 1e-6);
+
+  launch_add(xd.as<float>(), yd.as<float>(), rows * dim, nullptr);
+  got = g.download<float>(xd, rows * dim);
+  for (int i = 0; i < rows * dim; ++i) want[i] = static_cast<double>(x[i]) + y[i];
+  EXPECT_LT(rel_err(got, want), 1e-7);
+}
+
+TEST(KernelsGpu, RopeAndCacheStoreMatchFloat64) {
+  ORCD_REQUIRE_GPU();
+  for (bool neox : {false, true}) {
+    Gpu g;
+    const int H = 7, KVH = 1, hd = 64, n = 5, start = 1000, ctx = 1010;
+    const auto q = random_floats(n * H * hd), k = random_floats(n * KVH * hd), v = random_floats(n * KVH * hd);
+    auto qd = g.upload(q), kd = g.upload(k), vd = g.upload(v);
+    auto kc = g.alloc.alloc(ctx * KVH * hd * 2, VramPurpose::kv_cache, "k"), vc = g.alloc.alloc(ctx * KVH * hd * 2, VramPurpose::kv_cache, "v");
+    const RopeParams p{H, KVH, hd, hd, 10000.0f, 1.0f, neox, nullptr};
+    launch_rope_store_kv(qd.as<float>(), kd.as<float>(), vd.as<float>(), kc.as<__half>(), vc.as<__half>(), n, start, p, nullptr);
+    const auto gq = g.download<float>(qd, q.size());
+    const auto gk = g.download<__half>(kc, ctx * KVH * hd);
+    const auto gv = g.download<__half>(vc, ctx * KVH * hd);
+    auto rotate = [&](std::vector<double>& head, int pos) {
+      for (int i = 0; i < hd / 2; ++i) {
+        const double th = pos * std::pow(10000.0, -2.0 * i / hd);
+        const int a = neox ? i : 2 * i, b = neox ? i + hd / 2 : 2 * i + 1;
+        const double x0 = head[a], x1 = head[b];
+        head[a] = x0 * std::cos(th) - x1 * std::sin(th);
+        head[b] = x0 * std::sin(th) + x1 * std::cos(th);
+      }
+    };
+    std::vector<double> wq, wk;
+    std::vector<float> gotk, gotv;
+    std::vector<double> wantv;
+    for (int t = 0; t < n; ++t) {
+      for (int h = 0; h < H; ++h) {
+        std::vector<double> head(q.begin() + (t * H + h) * hd, q.begin() + (t * H + h + 1) * hd);
+        rotate(head, start + t);
+        wq.insert(wq.end(), head.begin(), head.end());
+      }
+      std::vector<double> head(k.begin() + t * hd, k.begin() + (t + 1) * hd);
+      rotate(head, start + t);
+      wk.insert(wk.end(), head.begin(), head.end());
+      for (int i = 0; i < hd; ++i) {
+        gotk.push_back(__half2float(gk[(start + t) * hd + i]));
+        gotv.push_back(__half2float(gv[(start + t) * hd + i]));
+        wantv.push_back(v[t * hd + i]);
+      }
+    }
+    // float32 angles at position ~1000 carry ~1e-4 absolute error.
+    EXPECT_LT(rel_err(gq, wq), 2e-4) << "neox " << neox;
+    EXPECT_LT(rel_err(gotk, wk), 1e-3) << "neox " << neox;  // f16 cache
+    EXPECT_LT(rel_err(gotv, wantv), 1e-3) << "neox " << neox;
+  }
+}
+
+TEST(KernelsGpu, AttentionMatchesFloat64) {
+  ORCD_REQUIRE_GPU();
+  struct Case { int H, KVH, hd, start, n, ctx; };
+  // Prefill from 0, a prefill chunk mid-sequence, decode at depth (many splits), odd dims.
+  for (const Case cs : {Case{6, 2, 64, 0, 37, 64}, Case{6, 2, 64, 300, 20, 400}, Case{14, 2, 64, 1500, 1, 1600},
+                        Case{3, 3, 80, 0, 9, 16}, Case{8, 1, 128, 4000, 2, 4096}}) {
+    Gpu g;
+    const int kv_dim = cs.KVH * cs.hd;
+    std::vector<__half> kh(cs.ctx * kv_dim), vh(cs.ctx * kv_dim);
+    for (auto& x : kh) x = __float2half(uniform(-1, 1));
+    for (auto& x : vh) x = __float2half(uniform(-1, 1));
+    const auto q = random_floats(cs.n * cs.H * cs.hd, -2, 2);
+    auto kd = g.upload(kh), vd = g.upload(vh), qd = g.upload(q);
+    auto out = g.poisoned(cs.n * cs.H * cs.hd);
+    auto scratch = g.poisoned(attention_scratch_floats(cs.n, cs.H, cs.hd, cs.ctx));
+    const AttentionParams p{cs.H, cs.KVH, cs.hd, cs.start, cs.n};
+    launch_attention(qd.as<float>(), kd.as<__half>(), vd.as<__half>(), out.as<float>(), scratch.as<float>(), p, nullptr);
+    const auto got = g.download<float>(out, cs.n * cs.H * cs.hd);
+    std::vector<double> want;
+    for (int t = 0; t < cs.n; ++t)
+      for (int h = 0; h < cs.H; ++h) {
+        const int kvh = h / (cs.H / cs.KVH), n_kv = cs.start + t + 1;
+        std::vector<double> s(n_kv);
+        double mx = -1e300, sum = 0;
+        for (int j = 0; j < n_kv; ++j) {
+          double d = 0;
+          for (int i = 0; i < cs.hd; ++i) d += q[(t * cs.H + h) * cs.hd + i] * static_cast<double>(__half2float(kh[j * kv_dim + kvh * cs.hd + i]));
+          s[j] = d / std::sqrt(static_cast<double>(cs.hd));
+          mx = std::max(mx, s[j]);
+        }
+        for (auto& e : s) sum += (e = std::exp(e - mx));
+        for (int i = 0; i < cs.hd; ++i) {
+          double acc = 0;
+          for (int j = 0; j < n_kv; ++j) acc += s[j] * __half2float(vh[j * kv_dim + kvh * cs.hd + i]);
+          want.push_back(acc / sum);
+        }
+      }
+    EXPECT_LT(rel_err(got, want), 1e-5) << "H " << cs.H << " start " << cs.start << " n " << cs.n;
+  }
+}
+
+namespace {
+int32_t sample_once(Gpu& g, const std::vector<float>& logits, const SamplingParams& p, uint64_t step,
+                    const std::vector<int32_t>& history = {}) {
+  auto ld = g.upload(logits);
+  auto out = g.alloc.alloc(4, VramPurpose::workspace, "token");
+  if (!history.empty()) {
+    auto hd = g.upload(history);
+    launch_repetition_penalty(ld.as<float>(), hd.as<int32_t>(), static_cast<int>(history.size()), p.repetition_penalty, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  launch_sample(ld.as<float>(), static_cast<int>(logits.size()), p, step, out.as<int32_t>(), nullptr);
+  return g.download<int32_t>(out, 1)[0];
+}
+}  // namespace
+
+TEST(SamplingGpu, GreedyPicksTheLowestIdAmongMaxima) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  auto logits = random_floats(151936, -5, 5);
+  logits[123457] = 9.0f;
+  SamplingParams p;
+  p.temperature = 0;
+  EXPECT_EQ(sample_once(g, logits, p, 0), 123457);
+  logits[99] = 9.0f;
+  EXPECT_EQ(sample_once(g, logits, p, 0), 99);
+}
+
+TEST(SamplingGpu, SeededDrawsAreReproducibleAndFollowTheDistribution) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  // Probabilities 0.5, 0.25, 0.125, 0.125 on ids 10..13; everything else negligible.
+  std::vector<float> logits(32000, -100.0f);
+  const float base = uniform(-1, 1);
+  logits[10] = base + std::log(4.0f);
+  logits[11] = base + std::log(2.0f);
+  logits[12] = base;
+  logits[13] = base;
+  SamplingParams p;
+  p.temperature = 1;
+  p.top_k = 0;
+  p.top_p = 1;
+  p.min_p = 0;
+  p.seed = 42;
+  std::vector<int> counts(4, 0);
+  const int n = 2000;
+  for (int s = 0; s < n; ++s) {
+    const int32_t a = sample_once(g, logits, p, s);
+    ASSERT_GE(a, 10);
+    ASSERT_LE(a, 13);
+    ++counts[a - 10];
+    if (s < 20) {
+      EXPECT_EQ(sample_once(g, logits, p, s), a) << "same seed and step must give the same token";
+    }
+  }
+  const double want[] = {0.5, 0.25, 0.125, 0.125};
+  for (int k = 0; k < 4; ++k) EXPECT_NEAR(counts[k] / static_cast<double>(n), want[k], 0.04) << "id " << 10 + k;
+  // Another seed gives another sequence.
+  p.seed = 43;
+  int differ = 0;
+  SamplingParams p42 = p;
+  p42.seed = 42;
+  for (int s = 0; s < 50; ++s) differ += sample_once(g, logits, p, s) != sample_once(g, logits, p42, s);
+  EXPECT_GT(differ, 5);
+}
+
+TEST(SamplingGpu, TopKTopPMinPRestrictTheCandidates) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  auto logits = random_floats(50000, -3, 3);
+  std::vector<std::pair<float, int>> order;
+  for (int i = 0; i < 50000; ++i) order.push_back({logits[i], i});
+  std::sort(order.rbegin(), order.rend());
+  SamplingParams p;
+  p.temperature = 1.5f;
+  p.top_k = 5;
+  p.top_p = 1;
+  p.min_p = 0;
+  std::set<int32_t> seen;
+  for (int s = 0; s < 300; ++s) seen.insert(sample_once(g, logits, p, s));
+  std::set<int32_t> top5;
+  for (int k = 0; k < 5; ++k) top5.insert(order[k].second);
+  EXPECT_TRUE(std::includes(top5.begin(), top5.end(), seen.begin(), seen.end()));
+  EXPECT_GE(seen.size(), 3u);
+
+  // top-p: p(a) = 0.6, p(b) = 0.3, the rest share 0.1.
+  std::vector<float> l2(1000, 0.0f);
+  const double rest = 0.1 / 998;
+  l2[500] = static_cast<float>(std::log(0.6 / rest));
+  l2[7] = static_cast<float>(std::log(0.3 / rest));
+  p = SamplingParams{};
+  p.temperature = 1;
+  p.top_k = 0;
+  p.min_p = 0;
+  p.top_p = 0.5f;
+  for (int s = 0; s < 50; ++s) ASSERT_EQ(sample_once(g, l2, p, s), 500);
+  p.top_p = 0.85f;
+  seen.clear();
+  for (int s = 0; s < 200; ++s) seen.insert(sample_once(g, l2, p, s));
+  EXPECT_EQ(seen, (std::set<int32_t>{7, 500}));
+  // min-p 0.4 of the top probability keeps only ids with p >= 0.24: id 500 and id 7.
+  p.top_p = 1;
+  p.min_p = 0.4f;
+  seen.clear();
+  for (int s = 0; s < 200; ++s) seen.insert(sample_once(g, l2, p, s));
+  EXPECT_EQ(seen, (std::set<int32_t>{7, 500}));
+}
+
+TEST(SamplingGpu, RepetitionPenaltyDemotesSeenTokensOnce) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  std::vector<float> logits = random_floats(1000, -1, 1);
+  logits[7] = 2.0f;
+  logits[8] = 1.5f;
+  SamplingParams p;
+  p.temperature = 0;
+  p.repetition_penalty = 1.5f;
+  // Applied once despite the repeat: 2.0 / 1.5 = 1.33 < 1.5. Applied twice it would be 0.89.
+  EXPECT_EQ(sample_once(g, logits, p, 0, {7, 7, 7}), 8);
+  logits[8] = 1.3f;
+  EXPECT_EQ(sample_once(g, logits, p, 0, {7, 7}), 7);
+}

@@ -1,0 +1,180 @@
+// End-to-end proof on the trained models in shared/testdata/models (see its README): tokenizer,
+// kernels, KV cache, sampling and detokenizer together reproduce a float32 reference.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "engine/cpu_reference.h"
+#include "engine/engine.h"
+#include "engine/generate.h"
+#include "gpu.h"
+#include "testutil.h"
+
+using namespace orcd;
+
+namespace {
+
+const nlohmann::json& expected() {
+  static const auto j = nlohmann::json::parse(test::read_file(test::testdata("models/copy-llama-h256-expected.json")));
+  return j;
+}
+
+SamplingParams greedy() {
+  SamplingParams p;
+  p.temperature = 0;
+  return p;
+}
+
+// Greedy decoding until EOS or `limit` tokens; the EOS id is included as the reference does.
+std::vector<int32_t> greedy_tokens(InferenceEngine& e, const std::vector<int32_t>& prompt, size_t limit, bool one_by_one) {
+  if (one_by_one)
+    for (size_t i = 0; i < prompt.size(); ++i) e.forward(std::span(&prompt[i], 1), static_cast<int>(i));
+  else
+    e.forward(prompt, 0);
+  std::vector<int32_t> out;
+  int pos = static_cast<int>(prompt.size());
+  while (out.size() < limit) {
+    const int32_t t = e.sample(greedy(), {}, out.size());
+    out.push_back(t);
+    if (t == expected().at("eos").get<int32_t>()) break;
+    e.forward(std::span(&t, 1), pos++);
+  }
+  return out;
+}
+
+class TrainedModel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TrainedModel, GreedyDecodingReproducesTheReference) {
+  ORCD_REQUIRE_GPU();
+  const std::string quant = GetParam();
+  EngineOptions opt;
+  opt.reserved_vram = 0;
+  auto e = InferenceEngine::load(test::testdata("models/copy-llama-h256-" + quant + ".gguf"), opt);
+  const auto& prompts = expected().at("prompts");
+  const auto& refs = expected().at("quants").at(quant).at("reference");
+  ASSERT_EQ(prompts.size(), refs.size());
+  int matched = 0, top5_ok = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto prompt_ids = e->tokenizer().encode(prompts[i].at("prompt").get<std::string>());
+    ASSERT_EQ(prompt_ids, prompts[i].at("prompt_ids").get<std::vector<int32_t>>());
+    const auto ref_tokens = refs[i].at("tokens").get<std::vector<int32_t>>();
+
+    // First position: top-5 ids match, logits within 2%.
+    e->forward(prompt_ids, 0);
+    const auto logits = e->logits();
+    std::vector<int32_t> idx(logits.size());
+    for (size_t k = 0; k < idx.size(); ++k) idx[k] = static_cast<int32_t>(k);
+    std::partial_sort(idx.begin(), idx.begin() + 5, idx.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+    bool ok = true;
+    for (int k = 0; k < 5; ++k) {
+      const auto& want = refs[i].at("first_top5")[k];
+      ok &= idx[k] == want[0].get<int32_t>();
+      ok &= std::abs(logits[idx[k]] - want[1].get<double>()) <= 0.02 * std::abs(want[1].get<double>());
+    }
+    top5_ok += ok;
+
+    const auto got = greedy_tokens(*e, prompt_ids, ref_tokens.size(), false);
+    if (got == ref_tokens) {
+      ++matched;
+      std::vector<int32_t> text_ids(got.begin(), got.end() - (got.back() == 2 ? 1 : 0));
+      EXPECT_EQ(e->tokenizer().decode(text_ids, {.strip_space_prefix = false}), refs[i].at("text").get<std::string>());
+    }
+  }
+  const int need = quant == "q8_0" ? 40 : 38;  // models/README.md
+  std::printf("[ %s ] greedy matches %d/40, first-position top-5 matches %d/40\n", quant.c_str(), matched, top5_ok);
+  EXPECT_GE(matched, need);
+  EXPECT_GE(top5_ok, need);
+}
+
+TEST_P(TrainedModel, PrefillAndTokenByTokenAgreeAndRunsAreDeterministic) {
+  ORCD_REQUIRE_GPU();
+  EngineOptions opt;
+  opt.reserved_vram = 0;
+  opt.max_batch_tokens = 16;  // forces a chunked prefill for longer prompts
+  auto e = InferenceEngine::load(test::testdata("models/copy-llama-h256-" + GetParam() + ".gguf"), opt);
+  for (int i : {0, 3, 17}) {
+    const auto ids = expected().at("prompts")[i].at("prompt_ids").get<std::vector<int32_t>>();
+    const auto a = greedy_tokens(*e, ids, 40, false);
+    const auto b = greedy_tokens(*e, ids, 40, true);
+    const auto c = greedy_tokens(*e, ids, 40, false);
+    EXPECT_EQ(a, b) << "prompt " << i;
+    EXPECT_EQ(a, c) << "prompt " << i;
+  }
+}
+
+TEST_P(TrainedModel, LogitsMatchTheFloat64Reference) {
+  ORCD_REQUIRE_GPU();
+  const std::string path = test::testdata("models/copy-llama-h256-" + GetParam() + ".gguf");
+  EngineOptions opt;
+  opt.reserved_vram = 0;
+  auto e = InferenceEngine::load(path, opt);
+  ref::RefModel ref(e->gguf(), e->config());
+  const auto ids = expected().at("prompts")[5].at("prompt_ids").get<std::vector<int32_t>>();
+  const std::vector<int32_t> prompt(ids.begin(), ids.begin() + 20);
+  const auto want = ref.forward(prompt);
+  e->forward(prompt, 0);
+  auto check = [&](const std::vector<double>& w, int step) {
+    const auto got = e->logits();
+    double num = 0, den = 0;
+    for (size_t k = 0; k < got.size(); ++k) num += (got[k] - w[k]) * (got[k] - w[k]), den += w[k] * w[k];
+    EXPECT_LT(std::sqrt(num / den), 5e-3) << "step " << step;  // f16 KV cache vs float64
+  };
+  check(want.back(), 0);
+  // 32 decode steps fed with the reference's own argmax.
+  std::vector<double> last = want.back();
+  for (int s = 1; s <= 32; ++s) {
+    const int32_t next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    last = ref.forward({next}).back();
+    e->forward(std::span(&next, 1), 19 + s);
+    check(last, s);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Quants, TrainedModel, ::testing::Values("q8_0", "q4_0"));
+
+TEST(GenerateGpu, StreamsTheAnswerAndStopsAtEos) {
+  ORCD_REQUIRE_GPU();
+  EngineOptions opt;
+  opt.reserved_vram = 0;
+  auto e = InferenceEngine::load(test::testdata("models/copy-llama-h256-q8_0.gguf"), opt);
+  const auto& p = expected().at("prompts")[1];
+  GenerateRequest req;
+  req.prompt = p.at("prompt").get<std::string>();
+  req.max_tokens = 500;
+  req.sampling.temperature = 0;
+  std::string streamed;
+  const auto r = generate(*e, req, [&](std::string_view piece) {
+    streamed += piece;
+    return true;
+  });
+  EXPECT_EQ(r.stop_reason, StopReason::eos);
+  EXPECT_EQ(r.text, p.at("expected").get<std::string>());
+  EXPECT_EQ(streamed, r.text);
+
+  // A stop string cuts the text before it; max_tokens caps the count; cancel stops at once.
+  const std::string expected_text = p.at("expected").get<std::string>();
+  const std::string third_word = expected_text.substr(expected_text.find(' ', 1), 4);
+  req.stop = {third_word};
+  auto r2 = generate(*e, req);
+  EXPECT_EQ(r2.stop_reason, StopReason::stop_string);
+  EXPECT_EQ(r2.text, expected_text.substr(0, expected_text.find(third_word)));
+  req.stop.clear();
+  req.max_tokens = 3;
+  auto r3 = generate(*e, req);
+  EXPECT_EQ(r3.stop_reason, StopReason::max_tokens);
+  EXPECT_EQ(r3.output_ids.size(), 3u);
+  req.max_tokens = 100;
+  int pieces = 0;
+  auto r4 = generate(*e, req, [&](std::string_view) { return ++pieces < 2; });
+  EXPECT_EQ(r4.stop_reason, StopReason::cancelled);
+  EXPECT_EQ(pieces, 2);
+  // A prompt that fills the context is refused before any GPU work.
+  std::string huge;
+  for (int i = 0; i < 5000; ++i) huge += " word";
+  req.prompt = huge;
+  EXPECT_THROW(generate(*e, req), PromptTooLongError);
+}
+
+}  // namespace
