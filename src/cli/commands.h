@@ -14,5 +14,6 @@ Runner add_inspect(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_serve(CLI::App& app);
 Runner add_generate(CLI::App& app);
+Runner add_synth(CLI::App& app);
 
 }  // namespace orcd::cli

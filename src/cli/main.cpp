@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   runners["tokenize"] = orcd::cli::add_tokenize(app);
   runners["serve"] = orcd::cli::add_serve(app);
   runners["generate"] = orcd::cli::add_generate(app);
+  runners["synth"] = orcd::cli::add_synth(app);
 
   CLI11_PARSE(app, argc, argv);
   try {

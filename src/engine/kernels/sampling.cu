@@ -77,13 +77,15 @@ __global__ void sample_kernel(float* __restrict__ logits, int vocab, SamplingPar
   for (int i = threadIdx.x; i < vocab; i += kThreads) logits[i] *= inv_t;
   __syncthreads();
 
-  // Threshold in logit space; a token is kept when its logit >= lo_key's float.
-  uint32_t keep_key = 0;  // keep everything
+  // Threshold in logit space: a token is kept when its logit >= key_float(keep_key). Keys
+  // below -inf's (and above +inf's) are NaNs, so every search stays inside [-inf, lmax].
+  const uint32_t min_key = float_key(-INFINITY);
+  uint32_t keep_key = min_key;  // keep everything
   if (p.top_k > 0 && p.top_k < vocab) {
     // Largest key with count(l >= key) >= k: the k-th largest logit.
-    uint32_t lo = 0, hi = 0xFFFFFFFFu;
+    uint32_t lo = min_key, hi = float_key(lmax);
     while (lo < hi) {
-      const uint32_t mid = lo + (hi - lo + 1) / 2;
+      const uint32_t mid = static_cast<uint32_t>(lo + (static_cast<uint64_t>(hi) - lo + 1) / 2);
       const float th = key_float(mid);
       float cnt = 0.0f;
       for (int i = threadIdx.x; i < vocab; i += kThreads) cnt += logits[i] >= th ? 1.0f : 0.0f;
@@ -102,7 +104,7 @@ __global__ void sample_kernel(float* __restrict__ logits, int vocab, SamplingPar
     total = kern::block_sum(total, red);
     uint32_t lo = keep_key, hi = float_key(lmax);
     while (lo < hi) {
-      const uint32_t mid = lo + (hi - lo + 1) / 2;
+      const uint32_t mid = static_cast<uint32_t>(lo + (static_cast<uint64_t>(hi) - lo + 1) / 2);
       const float th = key_float(mid);
       float mass = 0.0f;
       for (int i = threadIdx.x; i < vocab; i += kThreads) mass += logits[i] >= th ? expf(logits[i] - lmax) : 0.0f;

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine without Debian's libraries needs into .carry/ (git-ignored):
+# the built binaries and ctest files, the non-system shared libraries they load, and the
+# shared test data. Run after scripts/build.sh; name .carry in the device tool's `carry`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .carry && mkdir -p .carry/lib .carry/build/tests .carry/testdata
+cp build/worker-orcd build/CTestTestfile.cmake .carry/build/
+cp build/tests/test_* build/tests/CTestTestfile.cmake .carry/build/tests/ 2>/dev/null || true
+[ -d build/bench ] && cp -r build/bench .carry/build/ 2>/dev/null || true
+for bin in .carry/build/worker-orcd .carry/build/tests/test_*; do
+  [ -x "$bin" ] || continue
+  ldd "$bin" | awk '/=> \//{print $3}' | grep -E 'libfmt|libspdlog|libpcre2|libcpp-httplib|libssl|libcrypto' || true
+done | sort -u | xargs -r -I{} cp -L {} .carry/lib/
+cp -r ../shared/testdata/models ../shared/testdata/tokenizer .carry/testdata/
+du -sh .carry
