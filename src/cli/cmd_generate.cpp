@@ -41,6 +41,12 @@ Runner add_generate(CLI::App& app) {
     EngineOptions eo;
     eo.device = o->gpu;
     eo.n_ctx = o->ctx;
+    int last_pct = -1;
+    eo.progress = [&last_pct](uint64_t done, uint64_t total) {
+      const int pct = static_cast<int>(100 * done / std::max<uint64_t>(total, 1));
+      if (pct / 25 != last_pct / 25 || done == total) fmt::print(stderr, "loading: {} / {} bytes ({}%)\n", done, total, pct);
+      last_pct = pct;
+    };
     auto engine = InferenceEngine::load(o->model, eo);
     GenerateRequest req;
     req.prompt = o->prompt;

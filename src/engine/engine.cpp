@@ -31,9 +31,14 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   const uint64_t headroom = opt.reserved_vram.value_or(default_headroom(total_b));
   check_fits(e->plan_, free_b, headroom, opt.device, path, e->n_ctx_);
+  if (opt.vram_limit && e->plan_.total() > opt.vram_limit)
+    throw InsufficientVramError("INSUFFICIENT_VRAM: model " + path + " needs " + std::to_string(e->plan_.total()) +
+                                    " bytes (" + e->plan_.breakdown() + ") but this worker's VRAM limit is " +
+                                    std::to_string(opt.vram_limit) + " bytes. Try: a shorter context or a smaller model.",
+                                e->plan_.total(), opt.vram_limit, 0);
 
   // From here on, an exception destroys `e`, whose buffers free themselves.
-  e->alloc_ = std::make_unique<DeviceAllocator>(opt.device, e->tracker_);
+  e->alloc_ = std::make_unique<DeviceAllocator>(opt.device, e->tracker_, opt.alloc_limit_for_tests);
   CUDA_CHECK(cudaStreamCreateWithFlags(&e->stream_, cudaStreamNonBlocking));
   e->weights_ = load_weights(*e->file_, e->cfg_, *e->alloc_, opt.progress);
   const ModelConfig& c = e->cfg_;

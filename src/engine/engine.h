@@ -24,6 +24,10 @@ struct EngineOptions {
   int n_ctx = 0;                  // 0: the model's training context, capped at 4096
   int max_batch_tokens = 512;     // prefill runs in chunks of this many tokens
   std::optional<uint64_t> reserved_vram;  // headroom; default max(10% of total, 2 GiB)
+  uint64_t vram_limit = 0;        // hard cap on what this engine allocates (0: none)
+  // Cap enforced by the allocator itself, below the plan, to make a load fail half-way in
+  // tests (an allocation failure mid-load must free everything). Leave 0 elsewhere.
+  uint64_t alloc_limit_for_tests = 0;
   LoadProgress progress;
 };
 

@@ -120,11 +120,12 @@ ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocat
   // 3. Upload through the pinned staging buffer; the mmap'd file is the only host copy.
   {
     StagingUploader up;
-    uint64_t done = 0;
+    uint64_t done = 0, raw_total = 0;
+    for (const auto& t : f.tensors()) raw_total += t.n_bytes;
     for (const auto& t : f.tensors()) {
       up.upload(base + offset[t.name], t.data, t.n_bytes);
       done += t.n_bytes;
-      if (progress) progress(done, total);
+      if (progress) progress(done, raw_total);
     }
     up.finish();
   }

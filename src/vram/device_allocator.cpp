@@ -2,6 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+
 #include "common/cuda_check.h"
 
 namespace orcd {
@@ -28,6 +30,11 @@ void DeviceBuffer::reset() {
 
 DeviceBuffer DeviceAllocator::alloc(size_t bytes, VramPurpose purpose, std::string description) {
   const size_t n = padded(bytes == 0 ? 1 : bytes);
+  if (limit_ && tracker_->total_bytes() + n > limit_)
+    throw VramOomError("VRAM_OOM: " + std::to_string(n) + " bytes for " + std::string(vram_purpose_name(purpose)) + " '" +
+                           description + "' would pass this worker's VRAM limit of " + std::to_string(limit_) +
+                           " bytes; held: " + tracker_->report(),
+                       n, limit_ - std::min(limit_, tracker_->total_bytes()));
   CUDA_CHECK(cudaSetDevice(device_));
   void* p = nullptr;
   const cudaError_t err = cudaMalloc(&p, n);

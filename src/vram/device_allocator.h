@@ -51,7 +51,9 @@ class DeviceAllocator {
  public:
   static constexpr size_t kAlign = 256;
 
-  DeviceAllocator(int device, VramTracker& tracker) : device_(device), tracker_(&tracker) {}
+  // `limit_bytes` caps what this allocator may hold in total (0: no cap beyond the device).
+  DeviceAllocator(int device, VramTracker& tracker, size_t limit_bytes = 0)
+      : device_(device), tracker_(&tracker), limit_(limit_bytes) {}
   DeviceAllocator(const DeviceAllocator&) = delete;
   DeviceAllocator& operator=(const DeviceAllocator&) = delete;
 
@@ -67,6 +69,7 @@ class DeviceAllocator {
   void release(void* p);
   int device_;
   VramTracker* tracker_;
+  size_t limit_;
 };
 
 }  // namespace orcd

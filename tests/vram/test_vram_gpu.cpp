@@ -109,3 +109,27 @@ TEST(VramGpu, ModelThatDoesNotFitIsRefusedBeforeAnyAllocation) {
   EXPECT_LE(e->tracker().total_bytes(), e->plan().total());
   EXPECT_TRUE(e->tracker().verify_residency().resident);
 }
+
+TEST(VramGpu, AllocationFailureMidLoadFreesEverything) {
+  ORCD_REQUIRE_GPU();
+  size_t free_before = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
+  EngineOptions opt;
+  opt.reserved_vram = 0;
+  opt.alloc_limit_for_tests = 13u << 20;  // the weights fit, the KV cache does not
+  try {
+    InferenceEngine::load(test::testdata("models/copy-llama-h256-q8_0.gguf"), opt);
+    FAIL() << "load succeeded under the cap";
+  } catch (const VramOomError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("kv_cache"), std::string::npos) << m;       // the allocation that failed
+    EXPECT_NE(m.find("weights"), std::string::npos) << m;        // the tracker's breakdown of what was held
+  }
+  size_t free_after = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+  EXPECT_GE(free_after + (4u << 20), free_before);  // weights given back
+
+  opt.alloc_limit_for_tests = 0;
+  opt.vram_limit = 1u << 20;
+  EXPECT_THROW(InferenceEngine::load(test::testdata("models/copy-llama-h256-q8_0.gguf"), opt), InsufficientVramError);
+}
