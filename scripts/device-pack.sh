@@ -10,7 +10,7 @@ cp build/tests/test_* build/tests/CTestTestfile.cmake .carry/build/tests/ 2>/dev
 [ -d build/bench ] && cp -r build/bench .carry/build/ 2>/dev/null || true
 for bin in .carry/build/worker-orcd .carry/build/tests/test_*; do
   [ -x "$bin" ] || continue
-  ldd "$bin" | awk '/=> \//{print $3}' | grep -E 'libfmt|libspdlog|libpcre2|libcpp-httplib|libssl|libcrypto' || true
+  ldd "$bin" | awk '/=> \//{print $3}' | grep -E 'libfmt|libspdlog|libpcre2|libcpp-httplib|libtomlplusplus|libbrotli' || true
 done | sort -u | xargs -r -I{} cp -L {} .carry/lib/
 cp -r ../shared/testdata/models ../shared/testdata/tokenizer .carry/testdata/
 du -sh .carry

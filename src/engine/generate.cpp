@@ -72,6 +72,11 @@ GenerateResult generate(InferenceEngine& engine, const GenerateRequest& req, con
     return on_piece ? on_piece(piece) : true;
   };
 
+  auto cancelled_now = [&] { return req.cancel && req.cancel->load(std::memory_order_relaxed); };
+  if (cancelled_now()) {
+    r.stop_reason = StopReason::cancelled;
+    return r;
+  }
   const auto t0 = clock::now();
   engine.forward(r.prompt_ids, 0);
   int pos = static_cast<int>(r.prompt_ids.size());
@@ -86,7 +91,7 @@ GenerateResult generate(InferenceEngine& engine, const GenerateRequest& req, con
     }
     r.output_ids.push_back(next);
     history.push_back(next);
-    if (!emit(stops.push(detok.push(next)))) {
+    if (!emit(stops.push(detok.push(next))) || cancelled_now()) {
       cancelled = true;
       break;
     }

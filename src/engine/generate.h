@@ -1,6 +1,7 @@
 // One generation job: tokenize, prefill, decode until a stop condition, streaming whole UTF-8
 // pieces to the caller as they complete.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
@@ -23,6 +24,7 @@ struct GenerateRequest {
   SamplingParams sampling;
   std::vector<std::string> stop;    // stop strings; the text ends before the first match
   bool add_bos = true;              // if the model asks for BOS
+  const std::atomic<bool>* cancel = nullptr;  // checked before prefill and at every token
 };
 
 struct GenerateResult {

@@ -1,0 +1,250 @@
+// The real daemon on the GPU: start it, stream, cancel, health, metrics, bad requests, OpenAI
+// chat, SIGTERM; and a residency violation planted in a real engine's tracker.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cuda_runtime_api.h>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/cuda_check.h"
+#include "engine/engine.h"
+#include "engine/synth.h"
+#include "gpu.h"
+#include "server/server.h"
+#include "testutil.h"
+#include "tokenizer/unicode.h"
+
+using namespace orcd;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string synth_model(const std::string& dir) {
+  SynthOptions o;
+  o.preset = "tiny-qwen2";
+  o.scheme = "q8_0";
+  o.vocab_path = test::testdata("tokenizer/qwen2-vocab.gguf");
+  o.out_path = dir + "/tiny-qwen2.gguf";
+  write_synthetic_model(o);
+  return o.out_path;
+}
+
+struct Daemon {
+  pid_t pid = -1;
+  std::string log_path;
+  int port = 0;
+
+  // Starts `worker-orcd serve ARGS` with stderr to a file and waits for its ready line.
+  bool start(const std::vector<std::string>& args, std::chrono::seconds wait = 60s) {
+    log_path = test::temp_dir() + "/daemon.log";
+    pid = fork();
+    if (pid == 0) {
+      FILE* f = std::freopen(log_path.c_str(), "w", stderr);
+      (void)f;
+      std::vector<char*> argv = {const_cast<char*>(ORCD_BINARY), const_cast<char*>("serve")};
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(ORCD_BINARY, argv.data());
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::ifstream in(log_path);
+      std::string line;
+      while (std::getline(in, line)) {
+        if (line.find("\"action\":\"ready\"") == std::string::npos) continue;
+        port = nlohmann::json::parse(line)["fields"]["port"].get<int>();
+        return true;
+      }
+      int status = 0;
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        return false;
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+  int stop_and_wait(int sig, std::chrono::seconds wait = 20s) {
+    if (pid < 0) return -1;
+    kill(pid, sig);
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    pid = -1;
+    return -2;
+  }
+  std::string log() const { return test::read_file(log_path); }
+  ~Daemon() {
+    if (pid > 0) stop_and_wait(SIGKILL, 5s);
+  }
+};
+
+size_t free_vram() {
+  size_t f = 0, t = 0;
+  CUDA_CHECK(cudaMemGetInfo(&f, &t));
+  return f;
+}
+
+}  // namespace
+
+TEST(DaemonGpu, ServesStreamsCancelsAndShutsDownCleanly) {
+  ORCD_REQUIRE_GPU();
+  const std::string dir = test::temp_dir();
+  const std::string model = synth_model(dir);
+  const size_t free_before = free_vram();
+  Daemon d;
+  ASSERT_TRUE(d.start({"--model", model, "--port", "0", "--ctx-size", "4096", "--reserved-vram", "0", "--residency-check-secs", "1",
+                       "--worker-id", "gpu-test"}))
+      << d.log();
+  EXPECT_LT(free_vram() + (16u << 20), free_before);  // the daemon holds VRAM now
+  httplib::Client c("127.0.0.1", d.port);
+  c.set_read_timeout(60);
+
+  // Stream a long generation, cancel it after some tokens, time the stop.
+  std::thread canceller;
+  std::chrono::steady_clock::time_point cancel_sent;
+  std::string body, text;
+  int tokens = 0;
+  bool utf8_ok = true;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/execute";
+  req.body = R"({"job_id":"long","prompt":"Tell me a very long story about GPUs.","max_tokens":3000,"temperature":0.9,"seed":42})";
+  req.set_header("Content-Type", "application/json");
+  std::chrono::steady_clock::time_point terminal_at;
+  req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
+    body.append(data, len);
+    size_t pos;
+    while ((pos = body.find("\n\n")) != std::string::npos) {
+      const std::string frame = body.substr(0, pos);
+      body.erase(0, pos + 2);
+      const auto nl = frame.find('\n');
+      const std::string ev = frame.substr(7, nl - 7);
+      const auto j = nlohmann::json::parse(frame.substr(nl + 7));
+      if (ev == "token") {
+        const std::string t = j["t"];
+        utf8_ok &= !utf8_first_invalid(t).has_value();
+        text += t;
+        if (++tokens == 20)
+          canceller = std::thread([&] {
+            cancel_sent = std::chrono::steady_clock::now();
+            httplib::Client cc("127.0.0.1", d.port);
+            EXPECT_EQ(cc.Post("/cancel", R"({"job_id":"long"})", "application/json")->status, 202);
+          });
+      }
+      if (ev == "error") {
+        terminal_at = std::chrono::steady_clock::now();
+        EXPECT_EQ(j["code"], "CANCELLED");
+      }
+      if (ev == "end") ADD_FAILURE() << "the job ended instead of being cancelled";
+    }
+    return true;
+  };
+  httplib::Client sc("127.0.0.1", d.port);
+  sc.set_read_timeout(60);
+  ASSERT_TRUE(sc.send(req));
+  canceller.join();
+  EXPECT_TRUE(utf8_ok);
+  EXPECT_GE(tokens, 20);
+  const double stop_ms = std::chrono::duration<double, std::milli>(terminal_at - cancel_sent).count();
+  std::printf("[ daemon ] cancel took effect after %.1f ms (%d tokens streamed)\n", stop_ms, tokens);
+  EXPECT_LT(stop_ms, 100);
+
+  // A full job, health, metrics, bad input, OpenAI chat.
+  auto r = c.Post("/execute", R"({"job_id":"short","prompt":"Hello","max_tokens":8,"temperature":0})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->body.find("event: end"), std::string::npos);
+  std::this_thread::sleep_for(1500ms);  // one residency check has run
+  r = c.Get("/health");
+  ASSERT_EQ(r->status, 200) << r->body;
+  auto h = nlohmann::json::parse(r->body);
+  EXPECT_EQ(h["resident"], true);
+  EXPECT_EQ(h["tokenizer_kind"], "bpe");
+  EXPECT_EQ(h["context_length"], 4096);
+  EXPECT_EQ(h["sm"], "sm_90");
+  EXPECT_GT(h["vram_breakdown"]["weights"].get<uint64_t>(), 0u);
+  EXPECT_FALSE(h["last_check_secs"].is_null());
+  r = c.Get("/metrics");
+  EXPECT_NE(r->body.find("orcd_requests_total{outcome=\"cancelled\"} 1"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("orcd_requests_total{outcome=\"ok\"} 1"), std::string::npos);
+  r = c.Post("/execute", R"({"job_id":"","prompt":"x"})", "application/json");
+  EXPECT_EQ(r->status, 400);
+  r = c.Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"temperature":0})", "application/json");
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(nlohmann::json::parse(r->body)["usage"]["completion_tokens"].get<int>() <= 5, true);
+
+  // SIGTERM: exit 0, everything given back.
+  EXPECT_EQ(d.stop_and_wait(SIGTERM), 0) << d.log();
+  EXPECT_NE(d.log().find("all VRAM released"), std::string::npos);
+  EXPECT_GE(free_vram() + (16u << 20), free_before);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DaemonGpu, RefusesAModelThatDoesNotFitAndSaysWhy) {
+  ORCD_REQUIRE_GPU();
+  const std::string dir = test::temp_dir();
+  const std::string model = synth_model(dir);
+  size_t f = 0, t = 0;
+  CUDA_CHECK(cudaMemGetInfo(&f, &t));
+  Daemon d;
+  EXPECT_FALSE(d.start({"--model", model, "--port", "0", "--reserved-vram", std::to_string(t)}, 30s));
+  const std::string log = d.log();
+  EXPECT_NE(log.find("INSUFFICIENT_VRAM"), std::string::npos) << log;
+  EXPECT_NE(log.find("needed_bytes"), std::string::npos) << log;
+  EXPECT_NE(log.find("Try:"), std::string::npos) << log;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DaemonGpu, PlantedManagedPointerMakesHealthReportNotResident) {
+  ORCD_REQUIRE_GPU();
+  const std::string dir = test::temp_dir();
+  EngineOptions eo;
+  eo.reserved_vram = 0;
+  eo.n_ctx = 256;
+  auto engine = InferenceEngine::load(synth_model(dir), eo);
+  VramTracker& tracker = engine->tracker();
+  WorkerConfig cfg;
+  cfg.port = 0;
+  Narrator log(true);
+  Metrics metrics;
+  WorkerServer server(cfg, log, metrics);
+  server.set_backend(make_engine_backend(std::move(engine)));
+  const int port = server.bind();
+  std::thread serving([&] { server.serve(); });
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Get("/health?verify=1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(nlohmann::json::parse(r->body)["resident"], true);
+
+  void* managed = nullptr;
+  CUDA_CHECK(cudaMallocManaged(&managed, 1 << 20));
+  tracker.record(managed, 1 << 20, VramPurpose::kv_cache, "planted managed buffer");
+  r = c.Get("/health?verify=1");
+  EXPECT_EQ(r->status, 503);
+  const auto h = nlohmann::json::parse(r->body);
+  EXPECT_EQ(h["resident"], false);
+  EXPECT_EQ(h["status"], "unhealthy");
+  r = c.Post("/execute", R"({"job_id":"x","prompt":"hi","max_tokens":2})", "application/json");
+  EXPECT_EQ(nlohmann::json::parse(r->body)["code"], "WORKER_UNHEALTHY");
+  tracker.forget(managed);
+  cudaFree(managed);
+  server.request_shutdown("test over");
+  serving.join();
+  std::filesystem::remove_all(dir);
+}
