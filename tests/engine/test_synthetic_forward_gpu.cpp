@@ -21,6 +21,8 @@ struct Case {
   std::string preset, vocab, scheme;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.preset << "/" << c.scheme; }
+
 class SyntheticForward : public ::testing::TestWithParam<Case> {};
 
 double rel(const std::vector<float>& got, const std::vector<double>& want) {
