@@ -14,7 +14,12 @@
 #include "engine/device.h"
 #include "engine/engine.h"
 #include "gguf/gguf.h"
+#include "server/gpu_sharing.h"
 #include "server/server.h"
+#include "vram/admission_ledger.h"
+#include "vram/nvml.h"
+
+#include <cuda_runtime_api.h>
 
 namespace orcd::cli {
 
@@ -74,7 +79,11 @@ Runner add_serve(CLI::App& app) {
   auto* mb = cmd->add_option("--max-body-bytes", f->max_body_bytes, "Largest request body accepted");
   auto reserved = std::make_shared<uint64_t>(0);
   auto* rv = cmd->add_option("--reserved-vram", *reserved, "Bytes of VRAM never used (default max(10% of total, 2 GiB))");
-  return [o, f, model, gpu, port, host, wid, ctx, cb, qs, rc, lf, lp, mb, rv, reserved] {
+  auto* shared = cmd->add_option("--allow-shared-gpu", f->allow_shared_gpu, "false: refuse to start beside other GPU processes");
+  auto* pause = cmd->add_option("--auto-pause", f->auto_pause_for_contention, "Give the GPU back while other processes use it");
+  auto* poll = cmd->add_option("--gpu-poll-secs", f->gpu_poll_secs, "Seconds between checks for other GPU processes");
+  auto* grace = cmd->add_option("--contention-grace-secs", f->contention_grace_secs, "How long others must stay (or stay away) before pausing (resuming)");
+  return [o, f, model, gpu, port, host, wid, ctx, cb, qs, rc, lf, lp, mb, rv, reserved, shared, pause, poll, grace] {
     WorkerConfig& c = o->cfg;
     if (!o->config_file.empty()) c.load_toml(o->config_file);
     if (*model) c.model = f->model;
@@ -90,6 +99,10 @@ Runner add_serve(CLI::App& app) {
     if (*lp) c.log_prompts = true;
     if (*mb) c.max_body_bytes = f->max_body_bytes;
     if (*rv) c.reserved_system_vram = *reserved;
+    if (*shared) c.allow_shared_gpu = f->allow_shared_gpu;
+    if (*pause) c.auto_pause_for_contention = f->auto_pause_for_contention;
+    if (*poll) c.gpu_poll_secs = f->gpu_poll_secs;
+    if (*grace) c.contention_grace_secs = f->contention_grace_secs;
     const bool defaulted = c.model.empty();
     if (defaulted) c.model = default_model_path();
     c.validate();
@@ -132,26 +145,98 @@ Runner add_serve(CLI::App& app) {
     log.info("preflight", "gpu", fmt::format("GPU {} {} (sm_{}{}): {} of {} bytes free", d.index, d.name, d.sm_major, d.sm_minor, d.free_bytes, d.total_bytes),
              {{"gpu", d.index}, {"free_bytes", d.free_bytes}, {"total_bytes", d.total_bytes}});
 
+    // Other processes on our GPU, through NVML when the driver's library can be loaded.
+    char pci[32] = {0};
+    std::string nvml_why = "cudaDeviceGetPCIBusId failed";
+    std::unique_ptr<GpuProcessLister> nvml;
+    if (cudaDeviceGetPCIBusId(pci, sizeof pci, c.gpu_device) == cudaSuccess) nvml = open_nvml(pci, &nvml_why);
+    if (!nvml)
+      log.warn("nvml", "gpu", "NVML is not available (" + nvml_why + "); other GPU processes cannot be seen, carrying on with CUDA's free-memory figures");
+    const bool nvml_ok = nvml != nullptr;
+    std::vector<GpuProcess> others;
+    if (nvml)
+      if (auto l = nvml->list(static_cast<uint32_t>(getpid()))) others = *l;
+    auto describe = [](const std::vector<GpuProcess>& ps) {
+      nlohmann::json j = nlohmann::json::array();
+      for (const auto& p : ps) j.push_back({{"pid", p.pid}, {"used_bytes", p.used_bytes}, {"kind", p.graphics ? "graphics" : "compute"}});
+      return j;
+    };
+    if (!c.allow_shared_gpu && !others.empty()) {
+      const std::string msg = fmt::format("POOL_UNAVAILABLE: allow_shared_gpu = false and {} other process(es) use GPU {}; refusing to start. "
+                                          "Stop them or allow sharing.", others.size(), c.gpu_device);
+      log.error("admit", "gpu", msg, {{"code", "POOL_UNAVAILABLE"}, {"other_processes", describe(others)}});
+      fmt::print(stderr, "worker-orcd: {}\n", msg);
+      return 1;
+    }
+
+    // Admission ledger for this GPU: every load reserves first.
+    size_t free_b = 0, total_b = 0;
+    cudaSetDevice(c.gpu_device);
+    cudaMemGetInfo(&free_b, &total_b);
+    const uint64_t headroom = headroom_bytes(total_b, c.reserved_system_vram ? &*c.reserved_system_vram : nullptr);
+    const int dev = c.gpu_device;
+    AdmissionLedger ledger(dev, total_b, headroom, [dev] {
+      size_t free_now = 0, total_now = 0;
+      cudaSetDevice(dev);
+      cudaMemGetInfo(&free_now, &total_now);
+      return static_cast<uint64_t>(free_now);
+    });
+
     WorkerServer server(c, log, metrics);
-    // 3 + 4. Admit and load (InferenceEngine::load plans and refuses before allocating).
+    const Labels gpu_label = {{"gpu", std::to_string(dev)}};
+    metrics.counter("vram_allocation_failures_total", "VRAM admissions refused or allocations failed, by reason");
+    metrics.gauge("vram_utilization_percent", "Share of the GPU's memory in use by all processes");
+    metrics.gauge("vram_headroom_bytes", "VRAM this worker never uses");
+    metrics.counter("concurrent_allocation_attempts_total", "Reservations attempted on the admission ledger");
+    metrics.gauge("gpu_other_processes", "Other processes with a context on our GPU");
+    metrics.gauge("worker_paused", "1 while the worker has given the GPU back");
+    metrics.set("vram_headroom_bytes", gpu_label, static_cast<double>(headroom));
+    metrics.set("worker_paused", 0);
+    std::mutex others_mu;
+    server.set_health_extra([&] {
+      std::lock_guard lock(others_mu);
+      uint64_t used = 0;
+      for (const auto& p : others) used += p.used_bytes;
+      return nlohmann::json{{"vram_headroom_bytes", headroom},
+                            {"nvml", nvml_ok},
+                            {"other_processes", {{"count", others.size()}, {"used_bytes", used}, {"list", describe(others)}}}};
+    });
+
+    // 3 + 4. Admit and load (the ledger refuses before anything is allocated).
     EngineOptions eo;
     eo.device = c.gpu_device;
     eo.n_ctx = c.ctx_size;
     eo.max_batch_tokens = c.max_batch_tokens;
     eo.reserved_vram = c.reserved_system_vram;
+    eo.ledger = &ledger;
     int last = -1;
     eo.progress = [&](uint64_t done, uint64_t total) {
       const int pct = static_cast<int>(100 * done / std::max<uint64_t>(total, 1));
       if (pct / 10 != last / 10) log.info("load", c.model, fmt::format("loading weights: {}%", pct), {{"bytes", done}, {"total_bytes", total}});
       last = pct;
     };
+    auto load = [&]() -> std::unique_ptr<InferenceEngine> {
+      const LedgerStats before = ledger.stats();
+      try {
+        auto e = InferenceEngine::load(c.model, eo);
+        metrics.inc("concurrent_allocation_attempts_total", {}, static_cast<double>(ledger.stats().attempts - before.attempts));
+        return e;
+      } catch (const InsufficientVramError&) {
+        metrics.inc("concurrent_allocation_attempts_total", {}, static_cast<double>(ledger.stats().attempts - before.attempts));
+        metrics.inc("vram_allocation_failures_total", {{"reason", "insufficient_vram"}});
+        throw;
+      } catch (const VramOomError&) {
+        metrics.inc("vram_allocation_failures_total", {{"reason", "cuda_oom"}});
+        throw;
+      }
+    };
     std::unique_ptr<InferenceEngine> engine;
     try {
-      engine = InferenceEngine::load(c.model, eo);
+      engine = load();
     } catch (const InsufficientVramError& e) {
-      log.error("admit", c.model, e.what(), {{"code", "INSUFFICIENT_VRAM"}, {"needed_bytes", e.needed()}, {"free_bytes", e.free_bytes()},
-                                               {"headroom_bytes", e.headroom()}, {"gpu", c.gpu_device}});
-      fmt::print(stderr, "worker-orcd: {}\n", e.what());
+      const auto j = vram_refusal_json(e, c.gpu_device, "INSUFFICIENT_VRAM", 30, {{"model", c.model}, {"other_processes", describe(others)}});
+      log.error("admit", c.model, e.what(), j);
+      fmt::print(stderr, "worker-orcd: {}\n{}\n", e.what(), j.dump(2));
       return 1;
     } catch (const std::exception& e) {
       log.error("load", c.model, e.what());
@@ -177,6 +262,62 @@ Runner add_serve(CLI::App& app) {
                  {{"worker_id", c.worker_id}, {"model", c.model}, {"vram_bytes", vram}, {"address", address}, {"memory_architecture", "vram-only"}},
                  log);
 
+    // Sharing the GPU: watch for other processes; pause and resume, or warn.
+    std::unique_ptr<GpuSharingMonitor> monitor;
+    if (nvml) {
+      const SharingMode mode = !c.allow_shared_gpu ? SharingMode::dedicated : c.auto_pause_for_contention ? SharingMode::auto_pause : SharingMode::warn;
+      GpuSharingMonitor::Callbacks calls;
+      calls.on_observe = [&](const std::vector<GpuProcess>& ps) {
+        {
+          std::lock_guard lock(others_mu);
+          others = ps;
+        }
+        metrics.set("gpu_other_processes", gpu_label, static_cast<double>(ps.size()));
+        size_t free_now = 0, total_now = 0;
+        cudaSetDevice(dev);
+        if (cudaMemGetInfo(&free_now, &total_now) == cudaSuccess && total_now > 0)
+          metrics.set("vram_utilization_percent", gpu_label, 100.0 * (total_now - free_now) / total_now);
+      };
+      calls.on_pause = [&](const std::vector<GpuProcess>& ps) {
+        log.warn("pause", "gpu", fmt::format("{} other process(es) on GPU {} for {}s: pausing and freeing VRAM", ps.size(), dev, c.contention_grace_secs),
+                 {{"other_processes", describe(ps)}});
+        std::string pids;
+        for (const auto& p : ps) pids += (pids.empty() ? "" : ", ") + std::to_string(p.pid);
+        server.take_backend(WorkerState::paused).reset();  // cancels the running job, frees weights and KV
+        server.set_state(WorkerState::paused, "other processes use GPU " + std::to_string(dev) + " (pid " + pids + ")");
+        metrics.set("worker_paused", 1);
+        log.info("pause", "gpu", "paused; VRAM released", {{"vram_bytes", 0}});
+      };
+      calls.on_resume = [&]() -> bool {
+        log.info("resume", "gpu", fmt::format("GPU {} free for {}s: reloading", dev, c.contention_grace_secs));
+        server.set_state(WorkerState::loading, "reloading after pause");
+        try {
+          auto e = load();
+          const uint64_t v = e->tracker().total_bytes();
+          server.set_backend(make_engine_backend(std::move(e)));
+          metrics.set("worker_paused", 0);
+          log.info("resume", "worker", "resumed", {{"vram_bytes", v}});
+          return true;
+        } catch (const InsufficientVramError& e) {
+          server.set_state(WorkerState::paused, std::string("resume refused: ") + e.what());
+          log.warn("resume", c.model, e.what(), vram_refusal_json(e, dev, "POOL_UNAVAILABLE"));
+        } catch (const std::exception& e) {
+          server.set_state(WorkerState::paused, std::string("resume failed: ") + e.what());
+          log.error("resume", c.model, e.what());
+        }
+        return false;
+      };
+      calls.on_warn = [&](const std::vector<GpuProcess>& ps, bool appeared) {
+        if (appeared)
+          log.warn("share", "gpu", fmt::format("{} other process(es) appeared on GPU {}", ps.size(), dev), {{"other_processes", describe(ps)}});
+        else
+          log.info("share", "gpu", fmt::format("GPU {} has no other processes again", dev));
+      };
+      monitor = std::make_unique<GpuSharingMonitor>(std::move(nvml), mode, std::chrono::duration<double>(c.gpu_poll_secs),
+                                                    std::chrono::duration<double>(c.contention_grace_secs), std::move(calls));
+      monitor->start();
+    }
+
     std::thread signals([&] {
       int sig = 0;
       sigwait(&stop_signals, &sig);
@@ -186,6 +327,7 @@ Runner add_serve(CLI::App& app) {
       }
     });
     server.serve();
+    if (monitor) monitor->stop();
     // Free VRAM before saying we are done.
     server.take_backend(WorkerState::stopping).reset();
     log.info("stopped", "worker", "stopped; all VRAM released");

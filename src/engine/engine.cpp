@@ -30,7 +30,17 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   const uint64_t headroom = opt.reserved_vram.value_or(default_headroom(total_b));
-  check_fits(e->plan_, free_b, headroom, opt.device, path, e->n_ctx_);
+  if (opt.ledger) {
+    try {
+      e->admission_ = opt.ledger->reserve(e->plan_.total(), "model " + path);
+    } catch (const InsufficientVramError& err) {
+      // Re-say it with the plan's breakdown and what to try.
+      check_fits(e->plan_, err.free_bytes(), err.headroom(), opt.device, path, e->n_ctx_);
+      throw;
+    }
+  } else {
+    check_fits(e->plan_, free_b, headroom, opt.device, path, e->n_ctx_);
+  }
   if (opt.vram_limit && e->plan_.total() > opt.vram_limit)
     throw InsufficientVramError("INSUFFICIENT_VRAM: model " + path + " needs " + std::to_string(e->plan_.total()) +
                                     " bytes (" + e->plan_.breakdown() + ") but this worker's VRAM limit is " +
@@ -62,6 +72,7 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
   e->ws_.last_hidden = e->alloc_->alloc(c.n_embd * 4, VramPurpose::logits, "final hidden state");
   e->ws_.token = e->alloc_->alloc(64, VramPurpose::logits, "sampled token");
   CUDA_CHECK(cudaStreamSynchronize(e->stream_));
+  e->admission_.commit();
   return e;
 }
 

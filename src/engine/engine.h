@@ -14,6 +14,7 @@
 #include "engine/vram_plan.h"
 #include "gguf/gguf.h"
 #include "tokenizer/tokenizer.h"
+#include "vram/admission_ledger.h"
 #include "vram/device_allocator.h"
 #include "vram/vram_tracker.h"
 
@@ -25,6 +26,7 @@ struct EngineOptions {
   int max_batch_tokens = 512;     // prefill runs in chunks of this many tokens
   std::optional<uint64_t> reserved_vram;  // headroom; default max(10% of total, 2 GiB)
   uint64_t vram_limit = 0;        // hard cap on what this engine allocates (0: none)
+  AdmissionLedger* ledger = nullptr;  // when set, the plan is reserved here instead of checked alone
   // Cap enforced by the allocator itself, below the plan, to make a load fail half-way in
   // tests (an allocation failure mid-load must free everything). Leave 0 elsewhere.
   uint64_t alloc_limit_for_tests = 0;
@@ -63,6 +65,7 @@ class InferenceEngine {
   std::unique_ptr<Tokenizer> tok_;
   int n_ctx_ = 0;
   VramPlan plan_;
+  Reservation admission_;  // released last, after every buffer is freed
   VramTracker tracker_;
   std::unique_ptr<DeviceAllocator> alloc_;
   ModelWeights weights_;

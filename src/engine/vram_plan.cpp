@@ -47,4 +47,24 @@ void check_fits(const VramPlan& plan, uint64_t free_bytes, uint64_t headroom, in
                               plan.total(), free_bytes, headroom);
 }
 
+nlohmann::json vram_refusal_json(const InsufficientVramError& e, int gpu, const std::string& code, int retry_after, const nlohmann::json& details) {
+  std::string err;
+  for (char c : code) err += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  nlohmann::json suggestions = nlohmann::json::array({"close other programs that use this GPU (games, video editors, browsers with GPU acceleration)",
+                                                      "use a smaller quantization of the model (for example Q4_K_M instead of Q8_0)",
+                                                      "use a smaller model", "use a shorter context (--ctx-size)"});
+  if (e.headroom() > 0) suggestions.push_back("lower reserved_system_vram if this GPU is dedicated to the worker (0 is allowed)");
+  return {{"error", code == "INSUFFICIENT_VRAM" ? "insufficient_vram" : err},
+          {"code", code},
+          {"message", e.what()},
+          {"needed_bytes", e.needed()},
+          {"free_bytes", e.free_bytes()},
+          {"headroom_bytes", e.headroom()},
+          {"gpu", gpu},
+          {"details", details},
+          {"suggestions", suggestions},
+          {"retriable", true},
+          {"retry_after", retry_after}};
+}
+
 }  // namespace orcd

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 namespace orcd {
 
 class GgufFile;
@@ -37,4 +39,12 @@ class InsufficientVramError : public std::runtime_error {
 // model and the breakdown, with what to try.
 void check_fits(const VramPlan& plan, uint64_t free_bytes, uint64_t headroom, int device, const std::string& model_path, int n_ctx);
 
+}  // namespace orcd
+
+namespace orcd {
+// The JSON body of a VRAM refusal: {error, code, message, needed_bytes, free_bytes,
+// headroom_bytes, gpu, details, suggestions, retriable, retry_after}. `code` is
+// INSUFFICIENT_VRAM (this request cannot fit now) or POOL_UNAVAILABLE (the GPU is taken).
+nlohmann::json vram_refusal_json(const InsufficientVramError& e, int gpu, const std::string& code, int retry_after_secs = 30,
+                                 const nlohmann::json& details = nlohmann::json::object());
 }  // namespace orcd

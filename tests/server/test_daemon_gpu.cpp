@@ -10,12 +10,14 @@
 #include <cuda_runtime_api.h>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "common/cuda_check.h"
 #include "engine/engine.h"
 #include "engine/synth.h"
 #include "gpu.h"
+#include "server/daemon_process.h"
 #include "server/server.h"
 #include "testutil.h"
 #include "tokenizer/unicode.h"
@@ -25,74 +27,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string synth_model(const std::string& dir) {
-  SynthOptions o;
-  o.preset = "tiny-qwen2";
-  o.scheme = "q8_0";
-  o.vocab_path = test::testdata("tokenizer/qwen2-vocab.gguf");
-  o.out_path = dir + "/tiny-qwen2.gguf";
-  write_synthetic_model(o);
-  return o.out_path;
-}
-
-struct Daemon {
-  pid_t pid = -1;
-  std::string log_path;
-  int port = 0;
-
-  // Starts `worker-orcd serve ARGS` with stderr to a file and waits for its ready line.
-  bool start(const std::vector<std::string>& args, std::chrono::seconds wait = 60s) {
-    log_path = test::temp_dir() + "/daemon.log";
-    pid = fork();
-    if (pid == 0) {
-      FILE* f = std::freopen(log_path.c_str(), "w", stderr);
-      (void)f;
-      std::vector<char*> argv = {const_cast<char*>(ORCD_BINARY), const_cast<char*>("serve")};
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(ORCD_BINARY, argv.data());
-      _exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + wait;
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::ifstream in(log_path);
-      std::string line;
-      while (std::getline(in, line)) {
-        if (line.find("\"action\":\"ready\"") == std::string::npos) continue;
-        port = nlohmann::json::parse(line)["fields"]["port"].get<int>();
-        return true;
-      }
-      int status = 0;
-      if (waitpid(pid, &status, WNOHANG) == pid) {
-        pid = -1;
-        return false;
-      }
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
-  int stop_and_wait(int sig, std::chrono::seconds wait = 20s) {
-    if (pid < 0) return -1;
-    kill(pid, sig);
-    const auto deadline = std::chrono::steady_clock::now() + wait;
-    int status = 0;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (waitpid(pid, &status, WNOHANG) == pid) {
-        pid = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    pid = -1;
-    return -2;
-  }
-  std::string log() const { return test::read_file(log_path); }
-  ~Daemon() {
-    if (pid > 0) stop_and_wait(SIGKILL, 5s);
-  }
-};
+using test::Daemon;
+std::string synth_model(const std::string& dir) { return test::synth_tiny_qwen2(dir); }
 
 size_t free_vram() {
   size_t f = 0, t = 0;
@@ -107,10 +43,32 @@ TEST(DaemonGpu, ServesStreamsCancelsAndShutsDownCleanly) {
   const std::string dir = test::temp_dir();
   const std::string model = synth_model(dir);
   const size_t free_before = free_vram();
+  // A callback receiver for the ready message.
+  httplib::Server receiver;
+  std::mutex got_mu;
+  nlohmann::json ready_msg;
+  receiver.Post("/ready", [&](const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard lock(got_mu);
+    ready_msg = nlohmann::json::parse(req.body);
+    res.status = 204;
+  });
+  const int receiver_port = receiver.bind_to_any_port("127.0.0.1");
+  std::thread receiving([&] { receiver.listen_after_bind(); });
   Daemon d;
   ASSERT_TRUE(d.start({"--model", model, "--port", "0", "--ctx-size", "4096", "--reserved-vram", "0", "--residency-check-secs", "1",
-                       "--worker-id", "gpu-test"}))
+                       "--worker-id", "gpu-test", "--callback-url", "http://127.0.0.1:" + std::to_string(receiver_port) + "/ready"}))
       << d.log();
+  ASSERT_TRUE(d.wait_for_log("ready callback delivered", 10s)) << d.log();
+  {
+    std::lock_guard lock(got_mu);
+    EXPECT_EQ(ready_msg["worker_id"], "gpu-test");
+    EXPECT_EQ(ready_msg["memory_architecture"], "vram-only");
+    EXPECT_EQ(ready_msg["model"], model);
+    EXPECT_GT(ready_msg["vram_bytes"].get<uint64_t>(), 0u);
+    EXPECT_EQ(ready_msg["address"], "127.0.0.1:" + std::to_string(d.port));
+  }
+  receiver.stop();
+  receiving.join();
   EXPECT_LT(free_vram() + (16u << 20), free_before);  // the daemon holds VRAM now
   httplib::Client c("127.0.0.1", d.port);
   c.set_read_timeout(60);
@@ -189,7 +147,7 @@ TEST(DaemonGpu, ServesStreamsCancelsAndShutsDownCleanly) {
   EXPECT_EQ(nlohmann::json::parse(r->body)["usage"]["completion_tokens"].get<int>() <= 5, true);
 
   // SIGTERM: exit 0, everything given back.
-  EXPECT_EQ(d.stop_and_wait(SIGTERM), 0) << d.log();
+  EXPECT_EQ(d.stop(SIGTERM), 0) << d.log();
   EXPECT_NE(d.log().find("all VRAM released"), std::string::npos);
   EXPECT_GE(free_vram() + (16u << 20), free_before);
   std::filesystem::remove_all(dir);

@@ -1,0 +1,127 @@
+// Sharing the GPU with other processes, on the real device. This test process never creates
+// a CUDA context of its own: NVML would count it as another process.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "server/daemon_process.h"
+#include "testutil.h"
+
+using namespace orcd;
+using namespace orcd::test;
+using namespace std::chrono_literals;
+
+#define REQUIRE_NVIDIA_GPU()                                                   \
+  do {                                                                         \
+    std::string why_;                                                          \
+    if (!nvidia_smi_sees_gpu(&why_)) GTEST_SKIP() << "no NVIDIA GPU: " << why_; \
+  } while (0)
+
+namespace {
+
+nlohmann::json health(int port, int* status = nullptr) {
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Get("/health");
+  if (!r) return {};
+  if (status) *status = r->status;
+  return nlohmann::json::parse(r->body);
+}
+
+// Polls /health until its status is `want`; returns the seconds it took, or -1.
+double wait_status(int port, const std::string& want, std::chrono::seconds timeout) {
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < timeout) {
+    if (health(port).value("status", "") == want) return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::this_thread::sleep_for(50ms);
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST(SharingGpu, AHogThatLeavesTooLittleMakesTheLoadFail) {
+  REQUIRE_NVIDIA_GPU();
+  const std::string dir = temp_dir();
+  const std::string model = synth_tiny_qwen2(dir);
+  ChildProcess hog;
+  hog.spawn(ORCD_VRAM_HOG, {"-40", "120"});  // leave 40 MiB free; the model at 4k context needs more
+  ASSERT_TRUE(hog.wait_for_log("holding", 60s)) << hog.log();
+  Daemon d;
+  EXPECT_FALSE(d.start({"--model", model, "--port", "0", "--ctx-size", "4096", "--reserved-vram", "0"}, 60s));
+  const std::string log = d.log();
+  EXPECT_NE(log.find("INSUFFICIENT_VRAM"), std::string::npos) << log;
+  EXPECT_NE(log.find("\"needed_bytes\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"suggestions\""), std::string::npos) << log;
+  EXPECT_NE(log.find(std::to_string(hog.pid())), std::string::npos) << "the refusal names the other process";
+  hog.stop(SIGTERM);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SharingGpu, AutoPauseFreesVramWhileAnotherProcessRunsAndResumesAfter) {
+  REQUIRE_NVIDIA_GPU();
+  const std::string dir = temp_dir();
+  const std::string model = synth_tiny_qwen2(dir);
+  const double grace = 1.0, poll = 0.5;
+  Daemon d;
+  ASSERT_TRUE(d.start({"--model", model, "--port", "0", "--ctx-size", "4096", "--reserved-vram", "0", "--auto-pause", "true",
+                       "--gpu-poll-secs", "0.5", "--contention-grace-secs", "1"}))
+      << d.log();
+  ASSERT_EQ(health(d.port)["status"], "healthy") << d.log();
+  const long used_before = nvidia_smi_used_mib(d.pid());
+
+  ChildProcess hog;
+  hog.spawn(ORCD_VRAM_HOG, {"256", "120"});
+  ASSERT_TRUE(hog.wait_for_log("holding", 60s)) << hog.log();
+  const double paused_after = wait_status(d.port, "paused", 10s);
+  std::printf("[ sharing ] paused %.2f s after the other process held its VRAM (grace %.1f s, poll %.1f s); daemon VRAM %ld MiB -> %ld MiB\n",
+              paused_after, grace, poll, used_before, nvidia_smi_used_mib(d.pid()));
+  ASSERT_GE(paused_after, 0) << d.log();
+  EXPECT_LE(paused_after, grace + 2 * poll + 0.5);
+  int status = 0;
+  auto h = health(d.port, &status);
+  EXPECT_EQ(status, 503);
+  EXPECT_EQ(h["vram_bytes_used"], 0);
+  EXPECT_GE(h["other_processes"]["count"], 1);
+  EXPECT_NE(h["reason"].get<std::string>().find(std::to_string(hog.pid())), std::string::npos) << h.dump();
+  // The daemon's own VRAM went back: only its CUDA context remains.
+  EXPECT_LT(nvidia_smi_used_mib(d.pid()), used_before - 20) << "before " << used_before;
+  httplib::Client c("127.0.0.1", d.port);
+  auto r = c.Post("/execute", R"({"job_id":"p","prompt":"hi","max_tokens":2})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(nlohmann::json::parse(r->body)["code"], "WORKER_PAUSED");
+  EXPECT_TRUE(r->has_header("Retry-After"));
+  EXPECT_NE(c.Get("/metrics")->body.find("worker_paused 1"), std::string::npos);
+
+  hog.stop(SIGTERM);
+  const double resumed_after = wait_status(d.port, "healthy", 30s);
+  std::printf("[ sharing ] healthy again %.2f s after the other process exited\n", resumed_after);
+  ASSERT_GE(resumed_after, 0) << d.log();
+  r = c.Post("/execute", R"({"job_id":"q","prompt":"hi","max_tokens":2})", "application/json");
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find("event: end"), std::string::npos);
+  EXPECT_EQ(d.stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SharingGpu, DedicatedModeRefusesToStartBesideAnotherProcess) {
+  REQUIRE_NVIDIA_GPU();
+  const std::string dir = temp_dir();
+  const std::string model = synth_tiny_qwen2(dir);
+  ChildProcess hog;
+  hog.spawn(ORCD_VRAM_HOG, {"64", "120"});
+  ASSERT_TRUE(hog.wait_for_log("holding", 60s)) << hog.log();
+  Daemon d;
+  EXPECT_FALSE(d.start({"--model", model, "--port", "0", "--reserved-vram", "0", "--allow-shared-gpu", "false"}, 30s));
+  EXPECT_NE(d.log().find("POOL_UNAVAILABLE"), std::string::npos) << d.log();
+  EXPECT_NE(d.log().find(std::to_string(hog.pid())), std::string::npos) << d.log();
+  hog.stop(SIGTERM);
+  // Without the other process it starts.
+  Daemon d2;
+  ASSERT_TRUE(d2.start({"--model", model, "--port", "0", "--reserved-vram", "0", "--allow-shared-gpu", "false"})) << d2.log();
+  EXPECT_EQ(d2.stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
