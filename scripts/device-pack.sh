@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .carry && mkdir -p .carry/lib .carry/build/tests .carry/testdata
 cp build/worker-orcd build/CTestTestfile.cmake .carry/build/
-cp build/tests/test_* build/tests/CTestTestfile.cmake .carry/build/tests/ 2>/dev/null || true
+cp build/tests/test_* build/tests/vram_hog build/tests/CTestTestfile.cmake .carry/build/tests/ 2>/dev/null || true
 [ -d build/bench ] && cp -r build/bench .carry/build/ 2>/dev/null || true
 for bin in .carry/build/worker-orcd .carry/build/tests/test_*; do
   [ -x "$bin" ] || continue
