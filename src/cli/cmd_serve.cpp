@@ -142,6 +142,17 @@ Runner add_serve(CLI::App& app) {
       return 1;
     }
     const GpuDevice& d = inv.devices[c.gpu_device];
+    if (cudaSetDevice(c.gpu_device) != cudaSuccess || cudaFree(nullptr) != cudaSuccess) {
+      const cudaError_t err = cudaGetLastError();
+      const InsufficientVramError e(fmt::format("INSUFFICIENT_VRAM: cannot create a CUDA context on GPU {} ({}); {} of {} bytes are free. "
+                                                "Try: close other programs that use this GPU.",
+                                                c.gpu_device, cudaGetErrorName(err), d.free_bytes, d.total_bytes),
+                                    0, d.free_bytes, 0);
+      const auto j = vram_refusal_json(e, c.gpu_device, "POOL_UNAVAILABLE", 30, {{"stage", "cuda_context"}});
+      log.error("admit", "gpu", e.what(), j);
+      fmt::print(stderr, "worker-orcd: {}\n{}\n", e.what(), j.dump(2));
+      return 1;
+    }
     log.info("preflight", "gpu", fmt::format("GPU {} {} (sm_{}{}): {} of {} bytes free", d.index, d.name, d.sm_major, d.sm_minor, d.free_bytes, d.total_bytes),
              {{"gpu", d.index}, {"free_bytes", d.free_bytes}, {"total_bytes", d.total_bytes}});
 
@@ -254,6 +265,13 @@ Runner add_serve(CLI::App& app) {
       fmt::print(stderr, "worker-orcd: {}\n", e.what());
       return 1;
     }
+    std::thread serving([&] { server.serve(); });
+    if (!server.wait_until_listening(std::chrono::seconds(10))) {
+      log.error("listen", c.host, "the HTTP server did not start accepting connections");
+      server.request_shutdown("listener failed");
+      serving.join();
+      return 1;
+    }
     const std::string address = c.host + ":" + std::to_string(bound);
     log.info("ready", "worker", "ready: serving " + c.model + " on " + address,
              {{"worker_id", c.worker_id}, {"address", address}, {"port", bound}, {"vram_bytes", vram}, {"memory_architecture", "vram-only"}});
@@ -326,7 +344,7 @@ Runner add_serve(CLI::App& app) {
         server.request_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
       }
     });
-    server.serve();
+    serving.join();
     if (monitor) monitor->stop();
     // Free VRAM before saying we are done.
     server.take_backend(WorkerState::stopping).reset();

@@ -155,6 +155,20 @@ void WorkerServer::serve() {
   residency_thread_.join();
 }
 
+bool WorkerServer::wait_until_listening(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const std::string host = cfg_.host == "0.0.0.0" || cfg_.host == "::" ? "127.0.0.1" : cfg_.host;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (http_->is_running()) {
+      httplib::Client self(host, port_);
+      self.set_connection_timeout(1);
+      if (auto r = self.Get("/v1/models")) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
 void WorkerServer::request_shutdown(const std::string& why) {
   {
     std::lock_guard lock(mu_);

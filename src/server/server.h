@@ -62,6 +62,8 @@ class WorkerServer {
 
   int bind();       // binds host:port (0 = any free port) and returns the port
   void serve();     // blocks until shutdown; starts the GPU and residency threads
+  // True once serve() accepts connections (it has answered a request to itself).
+  bool wait_until_listening(std::chrono::milliseconds timeout);
   void request_shutdown(const std::string& why);  // safe from any thread
   int port() const { return port_; }
 

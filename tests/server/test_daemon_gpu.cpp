@@ -54,6 +54,15 @@ TEST(DaemonGpu, ServesStreamsCancelsAndShutsDownCleanly) {
   });
   const int receiver_port = receiver.bind_to_any_port("127.0.0.1");
   std::thread receiving([&] { receiver.listen_after_bind(); });
+  struct StopReceiver {  // however the test ends, the receiver thread is stopped and joined
+    httplib::Server& s;
+    std::thread& t;
+    ~StopReceiver() {
+      s.stop();
+      if (t.joinable()) t.join();
+    }
+  } stop_receiver{receiver, receiving};
+  for (int i = 0; i < 200 && !receiver.is_running(); ++i) std::this_thread::sleep_for(5ms);
   Daemon d;
   ASSERT_TRUE(d.start({"--model", model, "--port", "0", "--ctx-size", "4096", "--reserved-vram", "0", "--residency-check-secs", "1",
                        "--worker-id", "gpu-test", "--callback-url", "http://127.0.0.1:" + std::to_string(receiver_port) + "/ready"}))
@@ -67,8 +76,7 @@ TEST(DaemonGpu, ServesStreamsCancelsAndShutsDownCleanly) {
     EXPECT_GT(ready_msg["vram_bytes"].get<uint64_t>(), 0u);
     EXPECT_EQ(ready_msg["address"], "127.0.0.1:" + std::to_string(d.port));
   }
-  receiver.stop();
-  receiving.join();
+
   EXPECT_LT(free_vram() + (16u << 20), free_before);  // the daemon holds VRAM now
   httplib::Client c("127.0.0.1", d.port);
   c.set_read_timeout(60);

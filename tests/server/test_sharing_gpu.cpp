@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "engine/synth.h"
 #include "server/daemon_process.h"
 #include "testutil.h"
 
@@ -46,11 +47,19 @@ TEST(SharingGpu, AHogThatLeavesTooLittleMakesTheLoadFail) {
   REQUIRE_NVIDIA_GPU();
   const std::string dir = temp_dir();
   const std::string model = synth_tiny_qwen2(dir);
+  // A 0.5B model with a 32k context needs about 770 MiB. The hog leaves 900 MiB: enough for the
+  // daemon's CUDA context (a few hundred MiB), not for the model as well.
+  SynthOptions so;
+  so.preset = "qwen2.5-0.5b";
+  so.scheme = "q4_k_m";
+  so.vocab_path = testdata("tokenizer/qwen2-vocab.gguf");
+  so.out_path = dir + "/q05.gguf";
+  write_synthetic_model(so);
   ChildProcess hog;
-  hog.spawn(ORCD_VRAM_HOG, {"-40", "120"});  // leave 40 MiB free; the model at 4k context needs more
+  hog.spawn(ORCD_VRAM_HOG, {"-900", "120"});
   ASSERT_TRUE(hog.wait_for_log("holding", 60s)) << hog.log();
   Daemon d;
-  EXPECT_FALSE(d.start({"--model", model, "--port", "0", "--ctx-size", "4096", "--reserved-vram", "0"}, 60s));
+  EXPECT_FALSE(d.start({"--model", so.out_path, "--port", "0", "--ctx-size", "32768", "--reserved-vram", "0"}, 60s));
   const std::string log = d.log();
   EXPECT_NE(log.find("INSUFFICIENT_VRAM"), std::string::npos) << log;
   EXPECT_NE(log.find("\"needed_bytes\""), std::string::npos) << log;
@@ -70,6 +79,8 @@ TEST(SharingGpu, AutoPauseFreesVramWhileAnotherProcessRunsAndResumesAfter) {
                        "--gpu-poll-secs", "0.5", "--contention-grace-secs", "1"}))
       << d.log();
   ASSERT_EQ(health(d.port)["status"], "healthy") << d.log();
+  // The test process has no CUDA context, so nothing else is on the GPU yet.
+  ASSERT_EQ(health(d.port)["other_processes"]["count"], 0) << health(d.port).dump();
   const long used_before = nvidia_smi_used_mib(d.pid());
 
   ChildProcess hog;
@@ -96,7 +107,9 @@ TEST(SharingGpu, AutoPauseFreesVramWhileAnotherProcessRunsAndResumesAfter) {
   EXPECT_TRUE(r->has_header("Retry-After"));
   EXPECT_NE(c.Get("/metrics")->body.find("worker_paused 1"), std::string::npos);
 
+  const pid_t hog_pid = hog.pid();
   hog.stop(SIGTERM);
+  for (int i = 0; i < 200 && nvidia_smi_used_mib(hog_pid) >= 0; ++i) std::this_thread::sleep_for(50ms);
   const double resumed_after = wait_status(d.port, "healthy", 30s);
   std::printf("[ sharing ] healthy again %.2f s after the other process exited\n", resumed_after);
   ASSERT_GE(resumed_after, 0) << d.log();
@@ -118,7 +131,10 @@ TEST(SharingGpu, DedicatedModeRefusesToStartBesideAnotherProcess) {
   EXPECT_FALSE(d.start({"--model", model, "--port", "0", "--reserved-vram", "0", "--allow-shared-gpu", "false"}, 30s));
   EXPECT_NE(d.log().find("POOL_UNAVAILABLE"), std::string::npos) << d.log();
   EXPECT_NE(d.log().find(std::to_string(hog.pid())), std::string::npos) << d.log();
+  const pid_t hog_pid = hog.pid();
   hog.stop(SIGTERM);
+  // The driver lists an exited process for a moment; wait until it is gone.
+  for (int i = 0; i < 200 && nvidia_smi_used_mib(hog_pid) >= 0; ++i) std::this_thread::sleep_for(50ms);
   // Without the other process it starts.
   Daemon d2;
   ASSERT_TRUE(d2.start({"--model", model, "--port", "0", "--reserved-vram", "0", "--allow-shared-gpu", "false"})) << d2.log();
