@@ -1,6 +1,7 @@
 #include "server/daemon_process.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@ void ChildProcess::spawn(const std::string& binary, const std::vector<std::strin
   log_path_ = temp_dir() + "/child.log";
   pid_ = fork();
   if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
     if (!std::freopen(log_path_.c_str(), "w", stderr)) _exit(126);
     dup2(fileno(stderr), fileno(stdout));
     std::vector<char*> argv = {const_cast<char*>(binary.c_str())};

@@ -10,6 +10,7 @@
 #include <cuda_runtime_api.h>
 #include <filesystem>
 #include <fstream>
+#include <atomic>
 #include <mutex>
 #include <thread>
 
@@ -82,9 +83,17 @@ TEST(DaemonGpu, ServesStreamsCancelsAndShutsDownCleanly) {
   c.set_read_timeout(60);
 
   // Stream a long generation, cancel it after some tokens, time the stop.
+  std::fprintf(stderr, "[ daemon ] ready on port %d; streaming\n", d.port);
   std::thread canceller;
-  std::chrono::steady_clock::time_point cancel_sent;
-  std::string body, text;
+  struct Join {
+    std::thread& t;
+    ~Join() {
+      if (t.joinable()) t.join();
+    }
+  } join_canceller{canceller};
+  std::atomic<int> cancel_status{0};
+  std::chrono::steady_clock::time_point cancel_sent, terminal_at;
+  std::string body, text, terminal;
   int tokens = 0;
   bool utf8_ok = true;
   httplib::Request req;
@@ -92,7 +101,7 @@ TEST(DaemonGpu, ServesStreamsCancelsAndShutsDownCleanly) {
   req.path = "/execute";
   req.body = R"({"job_id":"long","prompt":"Tell me a very long story about GPUs.","max_tokens":3000,"temperature":0.9,"seed":42})";
   req.set_header("Content-Type", "application/json");
-  std::chrono::steady_clock::time_point terminal_at;
+  const int port = d.port;
   req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
     body.append(data, len);
     size_t pos;
@@ -100,31 +109,39 @@ TEST(DaemonGpu, ServesStreamsCancelsAndShutsDownCleanly) {
       const std::string frame = body.substr(0, pos);
       body.erase(0, pos + 2);
       const auto nl = frame.find('\n');
+      if (nl == std::string::npos || !frame.starts_with("event: ")) continue;
       const std::string ev = frame.substr(7, nl - 7);
-      const auto j = nlohmann::json::parse(frame.substr(nl + 7));
+      const auto j = nlohmann::json::parse(frame.substr(nl + 7), nullptr, false);
       if (ev == "token") {
-        const std::string t = j["t"];
+        const std::string t = j.value("t", "");
         utf8_ok &= !utf8_first_invalid(t).has_value();
         text += t;
         if (++tokens == 20)
-          canceller = std::thread([&] {
+          canceller = std::thread([&cancel_sent, &cancel_status, port] {
             cancel_sent = std::chrono::steady_clock::now();
-            httplib::Client cc("127.0.0.1", d.port);
-            EXPECT_EQ(cc.Post("/cancel", R"({"job_id":"long"})", "application/json")->status, 202);
+            httplib::Client cc("127.0.0.1", port);
+            auto r = cc.Post("/cancel", R"({"job_id":"long"})", "application/json");
+            cancel_status = r ? r->status : -1;
           });
       }
-      if (ev == "error") {
+      if (ev == "error" || ev == "end") {
         terminal_at = std::chrono::steady_clock::now();
-        EXPECT_EQ(j["code"], "CANCELLED");
+        terminal = ev + " " + j.dump();
       }
-      if (ev == "end") ADD_FAILURE() << "the job ended instead of being cancelled";
     }
-    return true;
+    return tokens < 5000;
   };
   httplib::Client sc("127.0.0.1", d.port);
-  sc.set_read_timeout(60);
-  ASSERT_TRUE(sc.send(req));
-  canceller.join();
+  sc.set_read_timeout(20);
+  const bool sent = sc.send(req);
+  if (canceller.joinable()) canceller.join();
+  std::fprintf(stderr, "[ daemon ] stream done: sent=%d tokens=%d cancel_status=%d terminal=%s\n", sent, tokens, cancel_status.load(),
+               terminal.c_str());
+  if (!sent || terminal.empty()) std::fprintf(stderr, "%s\n", d.log().c_str());
+  ASSERT_TRUE(sent);
+  EXPECT_EQ(cancel_status, 202);
+  EXPECT_TRUE(terminal.starts_with("error")) << terminal;
+  EXPECT_NE(terminal.find("CANCELLED"), std::string::npos) << terminal;
   EXPECT_TRUE(utf8_ok);
   EXPECT_GE(tokens, 20);
   const double stop_ms = std::chrono::duration<double, std::milli>(terminal_at - cancel_sent).count();
