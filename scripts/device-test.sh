@@ -13,4 +13,4 @@ rm -rf "$ROOT/build" && ln -sfn "$ROOT/.carry/build" "$ROOT/build"
 export LD_LIBRARY_PATH="$ROOT/.carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv | tee "$OUT/gpu.txt"
 cd /work/main/build
-ctest -L "${LABEL:-gpu}" --output-on-failure --timeout 300 2>&1 | tee "$OUT/ctest-gpu.log"
+ctest -L "${LABEL:-gpu}" ${CTEST_ARGS:-} --output-on-failure --timeout 300 2>&1 | tee "$OUT/ctest-gpu.log"

@@ -25,8 +25,12 @@ namespace {
 
 nlohmann::json health(int port, int* status = nullptr) {
   httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(10);
   auto r = c.Get("/health");
-  if (!r) return {};
+  if (!r) {
+    std::fprintf(stderr, "[ sharing ] GET /health on port %d failed: %s\n", port, httplib::to_string(r.error()).c_str());
+    return {};
+  }
   if (status) *status = r->status;
   return nlohmann::json::parse(r->body);
 }
