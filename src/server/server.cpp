@@ -403,8 +403,10 @@ nlohmann::json WorkerServer::health_json(int* http_status) {
     j["vram_bytes_used"] = 0;
     j["vram_breakdown"] = nlohmann::json::object();
   }
-  if (health_extra_)
-    for (const auto& [k, v] : health_extra_().items()) j[k] = v;
+  if (health_extra_) {
+    const nlohmann::json extra = health_extra_();  // kept alive: items() only refers to it
+    for (const auto& [k, v] : extra.items()) j[k] = v;
+  }
   *http_status = s == WorkerState::healthy ? 200 : 503;
   return j;
 }

@@ -338,6 +338,16 @@ TEST_F(ServerTest, HealthAndMetricsDescribeTheWorker) {
     EXPECT_NE(r->body.find(name), std::string::npos) << name;
 }
 
+TEST_F(ServerTest, HealthIncludesInstalledExtras) {
+  server->set_health_extra([] { return nlohmann::json{{"vram_headroom_bytes", 123}, {"other_processes", {{"count", 2}}}}; });
+  auto r = client().Get("/health");
+  ASSERT_TRUE(r);
+  const auto j = nlohmann::json::parse(r->body);
+  EXPECT_EQ(j["vram_headroom_bytes"], 123);
+  EXPECT_EQ(j["other_processes"]["count"], 2);
+  EXPECT_EQ(j["status"], "healthy");
+}
+
 TEST_F(ServerTest, ResidencyViolationMakesTheWorkerUnhealthy) {
   fake->violate_residency = true;
   auto r = client().Get("/health?verify=1");
