@@ -32,5 +32,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)keep;
   } catch (const orcd::GgufError&) {
   }
+  // Header-only parsing of a prefix, as model provisioning does over HTTP.
+  try {
+    const auto h = orcd::GgufFile::from_header_bytes({data, size / 2}, size, "fuzz-prefix");
+    for (const auto& t : h.tensors()) (void)t.n_bytes;
+  } catch (const orcd::GgufError&) {
+  }
   return 0;
 }

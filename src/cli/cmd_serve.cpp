@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 #include "gguf/gguf.h"
 #include "server/gpu_sharing.h"
+#include "server/provision.h"
 #include "server/server.h"
 #include "vram/admission_ledger.h"
 #include "vram/nvml.h"
@@ -79,11 +80,13 @@ Runner add_serve(CLI::App& app) {
   auto* mb = cmd->add_option("--max-body-bytes", f->max_body_bytes, "Largest request body accepted");
   auto reserved = std::make_shared<uint64_t>(0);
   auto* rv = cmd->add_option("--reserved-vram", *reserved, "Bytes of VRAM never used (default max(10% of total, 2 GiB))");
+  auto* sha = cmd->add_option("--model-sha256", f->model_sha256, "Expected SHA-256 of a model given by URL");
+  auto* cache = cmd->add_option("--model-cache-dir", f->model_cache_dir, "Where models given by URL are downloaded");
   auto* shared = cmd->add_option("--allow-shared-gpu", f->allow_shared_gpu, "false: refuse to start beside other GPU processes");
   auto* pause = cmd->add_option("--auto-pause", f->auto_pause_for_contention, "Give the GPU back while other processes use it");
   auto* poll = cmd->add_option("--gpu-poll-secs", f->gpu_poll_secs, "Seconds between checks for other GPU processes");
   auto* grace = cmd->add_option("--contention-grace-secs", f->contention_grace_secs, "How long others must stay (or stay away) before pausing (resuming)");
-  return [o, f, model, gpu, port, host, wid, ctx, cb, qs, rc, lf, lp, mb, rv, reserved, shared, pause, poll, grace] {
+  return [o, f, model, gpu, port, host, wid, ctx, cb, qs, rc, lf, lp, mb, rv, reserved, shared, pause, poll, grace, sha, cache] {
     WorkerConfig& c = o->cfg;
     if (!o->config_file.empty()) c.load_toml(o->config_file);
     if (*model) c.model = f->model;
@@ -100,6 +103,8 @@ Runner add_serve(CLI::App& app) {
     if (*mb) c.max_body_bytes = f->max_body_bytes;
     if (*rv) c.reserved_system_vram = *reserved;
     if (*shared) c.allow_shared_gpu = f->allow_shared_gpu;
+    if (*sha) c.model_sha256 = f->model_sha256;
+    if (*cache) c.model_cache_dir = f->model_cache_dir;
     if (*pause) c.auto_pause_for_contention = f->auto_pause_for_contention;
     if (*poll) c.gpu_poll_secs = f->gpu_poll_secs;
     if (*grace) c.contention_grace_secs = f->contention_grace_secs;
@@ -124,7 +129,8 @@ Runner add_serve(CLI::App& app) {
 
     // 1. Arguments and the model file.
     std::vector<std::string> problems;
-    if (!std::filesystem::exists(c.model))
+    const bool remote = is_model_url(c.model);
+    if (!remote && !std::filesystem::exists(c.model))
       problems.push_back(fmt::format("MODEL_NOT_FOUND: no model at {}. What to do: pass --model FILE.gguf, set WORKER_ORCD_MODEL, or place {} at that path.",
                                      c.model, defaulted ? "the reference model (Qwen2.5-0.5B-Instruct Q4_K_M)" : "the file you named"));
     // 2. The device.
@@ -192,6 +198,41 @@ Runner add_serve(CLI::App& app) {
       cudaMemGetInfo(&free_now, &total_now);
       return static_cast<uint64_t>(free_now);
     });
+
+    // A model given by URL: size it from its header, refuse before downloading if it cannot fit.
+    if (remote) {
+      try {
+        const RemoteModelHeader head = fetch_model_header(c.model);
+        const ModelConfig mc = ModelConfig::from_gguf(*head.header);
+        const int n_ctx = c.ctx_size > 0 ? c.ctx_size : std::min(mc.n_ctx_train, 4096);
+        const VramPlan plan = plan_vram(*head.header, mc, n_ctx, std::min(c.max_batch_tokens, n_ctx));
+        log.info("provision", c.model, fmt::format("remote model: {} bytes, needs {} of VRAM", head.file_size, plan.breakdown()),
+                 {{"file_bytes", head.file_size}, {"needed_bytes", plan.total()}, {"sha256", head.sha256}});
+        try {
+          ledger.reserve(plan.total(), "model " + c.model);  // released at once: this only asks
+        } catch (const InsufficientVramError& e) {
+          const auto j = vram_refusal_json(e, dev, "INSUFFICIENT_VRAM", 30, {{"model", c.model}, {"downloaded", false}, {"plan", plan.breakdown()}});
+          log.error("provision", c.model, std::string("refused before download: ") + e.what(), j);
+          fmt::print(stderr, "worker-orcd: refused before download: {}\n{}\n", e.what(), j.dump(2));
+          return 1;
+        }
+        DownloadOptions dl;
+        dl.cache_dir = c.model_cache_dir;
+        dl.expected_sha256 = c.model_sha256;
+        int last_dl = -1;
+        dl.progress = [&](uint64_t done, uint64_t total) {
+          const int pct = static_cast<int>(100 * done / std::max<uint64_t>(total, 1));
+          if (pct / 5 != last_dl / 5) log.info("download", c.model, fmt::format("downloading: {}%", pct), {{"bytes", done}, {"total_bytes", total}});
+          last_dl = pct;
+        };
+        c.model = download_model(c.model, head, dl);
+        log.info("download", c.model, "model ready in the cache", {{"path", c.model}});
+      } catch (const std::exception& e) {
+        log.error("provision", c.model, e.what());
+        fmt::print(stderr, "worker-orcd: {}\n", e.what());
+        return 1;
+      }
+    }
 
     WorkerServer server(c, log, metrics);
     const Labels gpu_label = {{"gpu", std::to_string(dev)}};

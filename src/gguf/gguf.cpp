@@ -44,8 +44,10 @@ T load_le(const uint8_t* p) {
 
 class Cursor {
  public:
-  Cursor(const uint8_t* base, uint64_t size, const std::string& file)
-      : base_(base), size_(size), file_(file) {}
+  // `count_limit`: the file's real size when only a prefix of it is in `base` (counts are judged
+  // against the whole file; reads past the prefix are "truncated").
+  Cursor(const uint8_t* base, uint64_t size, const std::string& file, uint64_t count_limit = 0)
+      : base_(base), size_(size), count_limit_(count_limit ? count_limit : size), file_(file) {}
   uint64_t pos() const { return pos_; }
   uint64_t remaining() const { return size_ - pos_; }
   void seek(uint64_t p) { pos_ = p; }
@@ -83,10 +85,11 @@ class Cursor {
 
   // A count of elements each at least `min_size` bytes long must fit in what remains.
   void check_count(uint64_t count, uint64_t min_size, const char* what, uint64_t at) const {
-    if (min_size != 0 && count > remaining() / min_size) {
+    const uint64_t left = count_limit_ - pos_;
+    if (min_size != 0 && count > left / min_size) {
       std::ostringstream m;
       m << "absurd " << what << " " << count << ": at least " << min_size
-        << " bytes each, only " << remaining() << " bytes remain";
+        << " bytes each, only " << left << " bytes remain";
       fail(GgufErrc::absurd_count, m.str(), at);
     }
   }
@@ -96,6 +99,7 @@ class Cursor {
  private:
   const uint8_t* base_;
   uint64_t size_;
+  uint64_t count_limit_;
   uint64_t pos_ = 0;
   const std::string& file_;
 };
@@ -317,8 +321,20 @@ GgufFile GgufFile::from_bytes(std::span<const uint8_t> bytes, std::string name) 
   return g;
 }
 
+GgufFile GgufFile::from_header_bytes(std::span<const uint8_t> prefix, uint64_t file_size, std::string name) {
+  GgufFile g;
+  g.path_ = std::move(name);
+  g.owned_.assign(prefix.begin(), prefix.end());
+  g.base_ = g.owned_.data();
+  g.size_ = g.owned_.size();
+  g.header_only_ = true;
+  g.declared_size_ = file_size;
+  g.parse();
+  return g;
+}
+
 void GgufFile::parse() {
-  Cursor c(base_, size_, path_);
+  Cursor c(base_, size_, path_, header_only_ ? std::max(declared_size_, size_) : 0);
   const uint32_t magic = c.read<uint32_t>("magic");
   if (magic != kMagic) c.fail(GgufErrc::bad_magic, "not a GGUF file (magic is not 'GGUF')", 0);
   version_ = c.read<uint32_t>("version");
@@ -395,15 +411,16 @@ void GgufFile::parse() {
   data_offset_ = (c.pos() + alignment_ - 1) / alignment_ * alignment_;
 
   // Every tensor lies inside the file and none overlaps another.
+  const uint64_t file_size = header_only_ ? declared_size_ : size_;
   std::vector<const GgufTensor*> by_offset;
   for (auto& t : tensors_) {
     uint64_t end = 0;
     if (__builtin_add_overflow(data_offset_, t.offset, &t.file_offset) ||
-        __builtin_add_overflow(t.file_offset, t.n_bytes, &end) || end > size_) {
+        __builtin_add_overflow(t.file_offset, t.n_bytes, &end) || end > file_size) {
       c.fail(GgufErrc::data_out_of_bounds, "tensor '" + std::string(t.name) + "' data [" + std::to_string(t.file_offset) + ", +" +
-             std::to_string(t.n_bytes) + ") lies outside the file of " + std::to_string(size_) + " bytes", data_offset_ + t.offset);
+             std::to_string(t.n_bytes) + ") lies outside the file of " + std::to_string(file_size) + " bytes", data_offset_ + t.offset);
     }
-    t.data = base_ + t.file_offset;
+    t.data = header_only_ ? nullptr : base_ + t.file_offset;
     by_offset.push_back(&t);
   }
   std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });

@@ -89,6 +89,12 @@ class GgufFile {
   static GgufFile open(const std::string& path);
   // Parses a copy of `bytes`; `name` stands in for the path in errors.
   static GgufFile from_bytes(std::span<const uint8_t> bytes, std::string name = "<memory>");
+  // Parses only the header, metadata and tensor table from the first bytes of a file of
+  // `file_size` bytes (e.g. fetched with an HTTP range request). Tensor data is checked against
+  // `file_size` but not readable (data pointers are null). Throws GgufError(truncated) if the
+  // prefix is too short to hold the header.
+  static GgufFile from_header_bytes(std::span<const uint8_t> prefix, uint64_t file_size, std::string name);
+  bool header_only() const { return header_only_; }
 
   GgufFile(GgufFile&&) noexcept;
   GgufFile& operator=(GgufFile&&) noexcept;
@@ -96,7 +102,7 @@ class GgufFile {
 
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
-  uint64_t file_size() const { return size_; }
+  uint64_t file_size() const { return header_only_ ? declared_size_ : size_; }
   uint32_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
 
@@ -131,6 +137,8 @@ class GgufFile {
   struct Mapping;
   std::unique_ptr<Mapping> map_;
   std::vector<uint8_t> owned_;
+  bool header_only_ = false;
+  uint64_t declared_size_ = 0;  // header_only: the whole file's size
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
   std::string path_;

@@ -39,12 +39,14 @@ void WorkerConfig::load_toml(const std::string& path) {
     throw ConfigError(path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
   }
   static const std::set<std::string> known = {
-      "model", "gpu_device", "host", "port", "worker_id", "ctx_size", "max_batch_tokens", "callback_url", "queue_size",
+      "model", "model_sha256", "model_cache_dir", "gpu_device", "host", "port", "worker_id", "ctx_size", "max_batch_tokens", "callback_url", "queue_size",
       "max_body_bytes", "residency_check_secs", "log_format", "log_prompts", "reserved_system_vram", "allow_shared_gpu",
       "auto_pause_for_contention", "gpu_poll_secs", "contention_grace_secs"};
   for (const auto& [k, v] : t)
     if (!known.count(std::string(k.str()))) throw ConfigError(path + ": unknown key '" + std::string(k.str()) + "'");
   read(t, "model", model, path);
+  read(t, "model_sha256", model_sha256, path);
+  read(t, "model_cache_dir", model_cache_dir, path);
   read(t, "gpu_device", gpu_device, path);
   read(t, "host", host, path);
   read(t, "port", port, path);

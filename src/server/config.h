@@ -13,7 +13,9 @@ class ConfigError : public std::runtime_error {
 };
 
 struct WorkerConfig {
-  std::string model;
+  std::string model;                     // a GGUF path, or an http(s):// URL to provision
+  std::string model_sha256;              // expected SHA-256 of a downloaded model (optional)
+  std::string model_cache_dir;           // where URL models are downloaded (default ~/.cache/worker-orcd/models)
   int gpu_device = 0;
   std::string host = "127.0.0.1";
   int port = 8080;
