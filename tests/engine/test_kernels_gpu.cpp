@@ -166,6 +166,31 @@ TEST(KernelsGpu, MatmulMatchesFloat64) {
   }
 }
 
+TEST(KernelsGpu, MatmulRowsNotAMultipleOfEightUseTheElementPath) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
+    const int64_t rows = 9, cols = 771;
+    const int n_tokens = 3;
+    const auto host = random_blocks(t, rows, cols);
+    const auto x = random_floats(n_tokens * cols);
+    auto w = g.upload(host);
+    auto xd = g.upload(x);
+    auto out = g.poisoned(n_tokens * rows);
+    launch_matmul(as_matrix(w, t, rows, cols), xd.as<float>(), n_tokens, out.as<float>(), nullptr);
+    const auto got = g.download<float>(out, n_tokens * rows);
+    const auto wf = ref::dequantize(t, host.data(), rows * cols);
+    std::vector<double> want(n_tokens * rows);
+    for (int tk = 0; tk < n_tokens; ++tk)
+      for (int64_t r = 0; r < rows; ++r) {
+        double s = 0;
+        for (int64_t i = 0; i < cols; ++i) s += static_cast<double>(wf[r * cols + i]) * x[tk * cols + i];
+        want[tk * rows + r] = s;
+      }
+    EXPECT_LT(rel_err(got, want), 1e-5) << ggml_type_name(t);
+  }
+}
+
 TEST(KernelsGpu, GetRowsMatchesReference) {
   ORCD_REQUIRE_GPU();
   Gpu g;

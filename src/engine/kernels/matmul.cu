@@ -33,6 +33,55 @@ __global__ void matmul_kernel(const uint8_t* __restrict__ w, size_t row_bytes, i
   }
 }
 
+// The same product, eight consecutive weights per lane step (cols % 8 == 0): one scale decode
+// per eight weights and 16-byte activation loads.
+template <void (*DQ8)(const uint8_t*, int64_t, float*)>
+__global__ void matmul8_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t rows, int64_t cols,
+                               const float* __restrict__ x, int n_tokens, float* __restrict__ out) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.y;
+  const int t0 = blockIdx.y * kTile;
+  if (r >= rows) return;
+  const int nt = min(kTile, n_tokens - t0);
+  const uint8_t* row = w + r * row_bytes;
+  float acc[kTile] = {};
+  for (int64_t i0 = 8 * threadIdx.x; i0 < cols; i0 += 8 * kWarp) {
+    float wv[8];
+    DQ8(row, i0, wv);
+#pragma unroll
+    for (int t = 0; t < kTile; ++t) {
+      if (t < nt) {
+        const float4* xp = reinterpret_cast<const float4*>(x + (t0 + t) * cols + i0);
+        const float4 a = xp[0], b = xp[1];
+        acc[t] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kTile; ++t) {
+    const float s = kern::warp_sum(acc[t]);
+    if (threadIdx.x == 0 && t < nt) out[(t0 + t) * rows + r] = s;
+  }
+}
+
+template <typename F>
+void dispatch8(GgmlType type, F&& f) {
+  switch (type) {
+    case GgmlType::F32: return f.template operator()<kern::dq8_f32>();
+    case GgmlType::F16: return f.template operator()<kern::dq8_f16>();
+    case GgmlType::BF16: return f.template operator()<kern::dq8_bf16>();
+    case GgmlType::Q8_0: return f.template operator()<kern::dq8_q8_0>();
+    case GgmlType::Q4_0: return f.template operator()<kern::dq8_q4_0>();
+    case GgmlType::Q4_1: return f.template operator()<kern::dq8_q4_1>();
+    case GgmlType::Q5_0: return f.template operator()<kern::dq8_q5_0>();
+    case GgmlType::Q5_1: return f.template operator()<kern::dq8_q5_1>();
+    case GgmlType::Q4_K: return f.template operator()<kern::dq8_q4_k>();
+    case GgmlType::Q5_K: return f.template operator()<kern::dq8_q5_k>();
+    case GgmlType::Q6_K: return f.template operator()<kern::dq8_q6_k>();
+    default:
+      throw std::invalid_argument("tensor type " + std::string(ggml_type_name(type)) + " is not supported by the engine");
+  }
+}
+
 template <float (*DQ)(const uint8_t*, int64_t)>
 __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t cols, const int32_t* __restrict__ ids,
                                 float* __restrict__ out) {
@@ -82,9 +131,16 @@ bool matmul_supports(GgmlType t) {
 void launch_matmul(const QMatrix& w, const float* x, int n_tokens, float* out, cudaStream_t stream) {
   const dim3 block(kWarp, kRowsPerBlock);
   const dim3 grid(kern::ceil_div(w.rows, kRowsPerBlock), kern::ceil_div(n_tokens, kTile));
-  dispatch(w.type, [&]<auto DQ>() {
-    matmul_kernel<DQ><<<grid, block, 0, stream>>>(static_cast<const uint8_t*>(w.data), w.row_bytes, w.rows, w.cols, x, n_tokens, out);
-  });
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  // 16-byte activation loads need rows of a multiple of 8 elements and aligned rows of x.
+  const bool by8 = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   (w.type != GgmlType::F16 || (reinterpret_cast<uintptr_t>(data) % 16 == 0 && w.row_bytes % 16 == 0)) &&
+                   (w.type != GgmlType::F32 || (reinterpret_cast<uintptr_t>(data) % 16 == 0 && w.row_bytes % 16 == 0));
+  if (by8) {
+    dispatch8(w.type, [&]<auto DQ8>() { matmul8_kernel<DQ8><<<grid, block, 0, stream>>>(data, w.row_bytes, w.rows, w.cols, x, n_tokens, out); });
+  } else {
+    dispatch(w.type, [&]<auto DQ>() { matmul_kernel<DQ><<<grid, block, 0, stream>>>(data, w.row_bytes, w.rows, w.cols, x, n_tokens, out); });
+  }
   CUDA_CHECK_LAUNCH();
 }
 

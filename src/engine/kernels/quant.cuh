@@ -132,3 +132,122 @@ __device__ __forceinline__ float dq_f32(const uint8_t* row, int64_t i) {
 }
 
 }  // namespace orcd::kern
+
+// Eight consecutive elements i0..i0+7 (i0 a multiple of 8) of a row. They always share one
+// scale (and min), so it is decoded once; the values are bit-identical to dq_* element by element.
+namespace orcd::kern {
+
+__device__ __forceinline__ void dq8_q8_0(const uint8_t* row, int64_t i0, float* v) {
+  const uint8_t* b = row + (i0 / 32) * 34;
+  const float d = ld_half(b);
+  const uint8_t* q = b + 2 + i0 % 32;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = d * static_cast<float>(static_cast<int8_t>(q[k]));
+}
+
+__device__ __forceinline__ void dq8_q4_0(const uint8_t* row, int64_t i0, float* v) {
+  const uint8_t* b = row + (i0 / 32) * 18;
+  const int j0 = i0 % 32;
+  const float d = ld_half(b);
+  const uint8_t* q = b + 2 + (j0 & 15);
+  const int shift = j0 < 16 ? 0 : 4;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = d * static_cast<float>(((q[k] >> shift) & 0xF) - 8);
+}
+
+__device__ __forceinline__ void dq8_q4_1(const uint8_t* row, int64_t i0, float* v) {
+  const uint8_t* b = row + (i0 / 32) * 20;
+  const int j0 = i0 % 32;
+  const float d = ld_half(b), m = ld_half(b + 2);
+  const uint8_t* q = b + 4 + (j0 & 15);
+  const int shift = j0 < 16 ? 0 : 4;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = __fadd_rn(__fmul_rn(d, static_cast<float>((q[k] >> shift) & 0xF)), m);
+}
+
+__device__ __forceinline__ void dq8_q5_0(const uint8_t* row, int64_t i0, float* v) {
+  const uint8_t* b = row + (i0 / 32) * 22;
+  const int j0 = i0 % 32;
+  const float d = ld_half(b);
+  uint32_t qh;
+  memcpy(&qh, b + 2, 4);
+  const uint8_t* q = b + 6 + (j0 & 15);
+  const int shift = j0 < 16 ? 0 : 4;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = d * static_cast<float>((((q[k] >> shift) & 0xF) | (((qh >> (j0 + k)) & 1) << 4)) - 16);
+}
+
+__device__ __forceinline__ void dq8_q5_1(const uint8_t* row, int64_t i0, float* v) {
+  const uint8_t* b = row + (i0 / 32) * 24;
+  const int j0 = i0 % 32;
+  const float d = ld_half(b), m = ld_half(b + 2);
+  uint32_t qh;
+  memcpy(&qh, b + 4, 4);
+  const uint8_t* q = b + 8 + (j0 & 15);
+  const int shift = j0 < 16 ? 0 : 4;
+#pragma unroll
+  for (int k = 0; k < 8; ++k)
+    v[k] = __fadd_rn(__fmul_rn(d, static_cast<float>(((q[k] >> shift) & 0xF) | (((qh >> (j0 + k)) & 1) << 4))), m);
+}
+
+__device__ __forceinline__ void dq8_q4_k(const uint8_t* row, int64_t i0, float* v) {
+  const uint8_t* b = row + (i0 / 256) * 144;
+  const int j0 = i0 % 256, s = j0 / 32;
+  int sc, mn;
+  k_scale_min(b + 4, s, sc, mn);
+  const float d = ld_half(b), dmin = ld_half(b + 2);
+  const uint8_t* q = b + 16 + (j0 / 64) * 32 + j0 % 32;
+  const int shift = (s & 1) ? 4 : 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = kq(d, sc, (q[k] >> shift) & 0xF, dmin, mn);
+}
+
+__device__ __forceinline__ void dq8_q5_k(const uint8_t* row, int64_t i0, float* v) {
+  const uint8_t* b = row + (i0 / 256) * 176;
+  const int j0 = i0 % 256, s = j0 / 32;
+  int sc, mn;
+  k_scale_min(b + 4, s, sc, mn);
+  const float d = ld_half(b), dmin = ld_half(b + 2);
+  const uint8_t* q = b + 48 + (j0 / 64) * 32 + j0 % 32;
+  const uint8_t* qh = b + 16 + j0 % 32;
+  const int shift = (s & 1) ? 4 : 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = kq(d, sc, ((q[k] >> shift) & 0xF) | (((qh[k] >> s) & 1) << 4), dmin, mn);
+}
+
+__device__ __forceinline__ void dq8_q6_k(const uint8_t* row, int64_t i0, float* v) {
+  const uint8_t* b = row + (i0 / 256) * 210;
+  const int j0 = i0 % 256, half = j0 / 128, r = j0 % 128, k4 = r / 32, l0 = r % 32;
+  const uint8_t* ql = b + half * 64 + ((k4 & 1) ? 32 : 0) + l0;
+  const uint8_t* qh = b + 128 + half * 32 + l0;
+  const int lo_shift = k4 >= 2 ? 4 : 0, hi_shift = 2 * k4;
+  const float ds = __fmul_rn(ld_half(b + 208), static_cast<float>(static_cast<int8_t>(b[192 + half * 8 + k4 * 2 + l0 / 16])));
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const int q = (((ql[k] >> lo_shift) & 0xF) | (((qh[k] >> hi_shift) & 3) << 4)) - 32;
+    v[k] = __fmul_rn(ds, static_cast<float>(q));
+  }
+}
+
+__device__ __forceinline__ void dq8_f16(const uint8_t* row, int64_t i0, float* v) {
+  uint4 u;
+  memcpy(&u, row + 2 * i0, 16);
+  const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 f = __half22float2(h[k]);
+    v[2 * k] = f.x;
+    v[2 * k + 1] = f.y;
+  }
+}
+
+__device__ __forceinline__ void dq8_bf16(const uint8_t* row, int64_t i0, float* v) {
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = dq_bf16(row, i0 + k);
+}
+
+__device__ __forceinline__ void dq8_f32(const uint8_t* row, int64_t i0, float* v) {
+  memcpy(v, row + 4 * i0, 32);
+}
+
+}  // namespace orcd::kern
