@@ -174,7 +174,10 @@ __device__ __forceinline__ void dq8_q5_0(const uint8_t* row, int64_t i0, float* 
   const uint8_t* q = b + 6 + (j0 & 15);
   const int shift = j0 < 16 ? 0 : 4;
 #pragma unroll
-  for (int k = 0; k < 8; ++k) v[k] = d * static_cast<float>((((q[k] >> shift) & 0xF) | (((qh >> (j0 + k)) & 1) << 4)) - 16);
+  for (int k = 0; k < 8; ++k) {
+    const int qv = ((q[k] >> shift) & 0xF) | static_cast<int>(((qh >> (j0 + k)) & 1) << 4);  // int: qh is unsigned
+    v[k] = d * static_cast<float>(qv - 16);
+  }
 }
 
 __device__ __forceinline__ void dq8_q5_1(const uint8_t* row, int64_t i0, float* v) {
