@@ -5,6 +5,7 @@
 
 #include <queue>
 
+#include "tokenizer/merge.h"
 #include "tokenizer/unicode.h"
 
 namespace orcd {
@@ -18,11 +19,6 @@ constexpr const char* kLlama3 =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr const char* kQwen2 =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-
-struct Symbol {
-  int prev, next;
-  uint32_t start, len;
-};
 
 struct Bigram {
   int left, right;
@@ -110,20 +106,11 @@ void BpeEncoder::encode_word(const std::string& word, std::vector<int32_t>& out)
       return;
     }
   }
-  std::vector<Symbol> sym;
-  for (size_t pos = 0; pos < word.size();) {
-    size_t n = utf8_valid_len(word, pos);
-    if (n == 0) n = 1;
-    const int idx = static_cast<int>(sym.size());
-    sym.push_back({idx - 1, idx + 1, static_cast<uint32_t>(pos), static_cast<uint32_t>(n)});
-    pos += n;
-  }
+  std::vector<MergeSymbol> sym = split_symbols(word);
   if (sym.empty()) return;
-  sym.back().next = -1;
-
   std::priority_queue<Bigram> queue;
   std::string key;
-  auto try_add = [&](int l, int r) {
+  run_merges(sym, queue, [&](int l, int r) {
     if (l < 0 || r < 0) return;
     key.assign(word, sym[l].start, sym[l].len);
     key += ' ';
@@ -131,23 +118,7 @@ void BpeEncoder::encode_word(const std::string& word, std::vector<int32_t>& out)
     auto it = vocab_->merge_rank.find(key);
     if (it == vocab_->merge_rank.end()) return;
     queue.push({l, r, it->second, sym[l].len + sym[r].len});
-  };
-  for (int i = 1; i < static_cast<int>(sym.size()); ++i) try_add(i - 1, i);
-
-  while (!queue.empty()) {
-    const Bigram bg = queue.top();
-    queue.pop();
-    Symbol& l = sym[bg.left];
-    Symbol& r = sym[bg.right];
-    // Stale entry: one side was merged away or grew since the pair was queued.
-    if (l.len == 0 || r.len == 0 || l.next != bg.right || l.len + r.len != bg.len) continue;
-    l.len += r.len;
-    r.len = 0;
-    l.next = r.next;
-    if (r.next >= 0) sym[r.next].prev = bg.left;
-    try_add(l.prev, bg.left);
-    try_add(bg.left, l.next);
-  }
+  });
 
   for (int i = 0; i != -1; i = sym[i].next) {
     const std::string_view piece(word.data() + sym[i].start, sym[i].len);

@@ -5,17 +5,13 @@
 #include <string>
 #include <unordered_map>
 
+#include "tokenizer/merge.h"
 #include "tokenizer/unicode.h"
 
 namespace orcd {
 
 namespace {
 constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581
-
-struct Symbol {
-  int prev, next;
-  uint32_t start, len;
-};
 
 struct Bigram {
   int left, right;
@@ -44,43 +40,19 @@ void SpmEncoder::encode(std::string_view raw, std::vector<int32_t>& out) const {
     else text += c;
   }
 
-  std::vector<Symbol> sym;
-  for (size_t pos = 0; pos < text.size();) {
-    size_t n = utf8_valid_len(text, pos);
-    if (n == 0) n = 1;
-    const int idx = static_cast<int>(sym.size());
-    sym.push_back({idx - 1, idx + 1, static_cast<uint32_t>(pos), static_cast<uint32_t>(n)});
-    pos += n;
-  }
-  sym.back().next = -1;
-
+  std::vector<MergeSymbol> sym = split_symbols(text);
   std::priority_queue<Bigram> queue;
   // Merged text -> the two pieces it came from, to split pieces that are not tokens.
   std::unordered_map<std::string_view, std::pair<std::string_view, std::string_view>> rev_merge;
   auto view = [&](int i) { return std::string_view(text.data() + sym[i].start, sym[i].len); };
-  auto try_add = [&](int l, int r) {
+  run_merges(sym, queue, [&](int l, int r) {
     if (l < 0 || r < 0) return;
     const std::string_view merged(text.data() + sym[l].start, sym[l].len + sym[r].len);
     const int32_t id = vocab_->find(merged);
     if (id < 0) return;
     queue.push({l, r, vocab_->scores[id], sym[l].len + sym[r].len});
     rev_merge[merged] = {view(l), view(r)};
-  };
-  for (int i = 1; i < static_cast<int>(sym.size()); ++i) try_add(i - 1, i);
-
-  while (!queue.empty()) {
-    const Bigram bg = queue.top();
-    queue.pop();
-    Symbol& l = sym[bg.left];
-    Symbol& r = sym[bg.right];
-    if (l.len == 0 || r.len == 0 || l.next != bg.right || l.len + r.len != bg.len) continue;
-    l.len += r.len;
-    r.len = 0;
-    l.next = r.next;
-    if (r.next >= 0) sym[r.next].prev = bg.left;
-    try_add(l.prev, bg.left);
-    try_add(bg.left, l.next);
-  }
+  });
 
   // A piece that is a token is emitted; otherwise split it the way it was merged, down to
   // single characters, which fall back to byte tokens.

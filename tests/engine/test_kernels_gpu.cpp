@@ -140,55 +140,39 @@ TEST(KernelsGpu, DequantizeIsBitExactForEveryType) {
   }
 }
 
+namespace {
+// launch_matmul on random weights of `t` and random activations, against float64.
+double matmul_error(Gpu& g, GgmlType t, int64_t rows, int64_t cols, int n_tokens) {
+  const auto host = random_blocks(t, rows, cols);
+  const auto x = random_floats(n_tokens * cols);
+  auto w = g.upload(host);
+  auto xd = g.upload(x);
+  auto out = g.poisoned(n_tokens * rows);
+  launch_matmul(as_matrix(w, t, rows, cols), xd.as<float>(), n_tokens, out.as<float>(), nullptr);
+  const auto got = g.download<float>(out, n_tokens * rows);
+  const auto wf = ref::dequantize(t, host.data(), rows * cols);
+  std::vector<double> want(n_tokens * rows);
+  for (int tk = 0; tk < n_tokens; ++tk)
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int64_t i = 0; i < cols; ++i) s += static_cast<double>(wf[r * cols + i]) * x[tk * cols + i];
+      want[tk * rows + r] = s;
+    }
+  return rel_err(got, want);
+}
+}  // namespace
+
 TEST(KernelsGpu, MatmulMatchesFloat64) {
   ORCD_REQUIRE_GPU();
   Gpu g;
-  for (GgmlType t : kTypes) {
-    for (int n_tokens : {1, 5, 13}) {
-      const int64_t rows = 37, cols = 768;
-      const auto host = random_blocks(t, rows, cols);
-      const auto x = random_floats(n_tokens * cols);
-      auto w = g.upload(host);
-      auto xd = g.upload(x);
-      auto out = g.poisoned(n_tokens * rows);
-      launch_matmul(as_matrix(w, t, rows, cols), xd.as<float>(), n_tokens, out.as<float>(), nullptr);
-      const auto got = g.download<float>(out, n_tokens * rows);
-      const auto wf = ref::dequantize(t, host.data(), rows * cols);
-      std::vector<double> want(n_tokens * rows);
-      for (int tk = 0; tk < n_tokens; ++tk)
-        for (int64_t r = 0; r < rows; ++r) {
-          double s = 0;
-          for (int64_t i = 0; i < cols; ++i) s += static_cast<double>(wf[r * cols + i]) * x[tk * cols + i];
-          want[tk * rows + r] = s;
-        }
-      EXPECT_LT(rel_err(got, want), 1e-5) << ggml_type_name(t) << " n_tokens " << n_tokens;
-    }
-  }
+  for (GgmlType t : kTypes)
+    for (int n_tokens : {1, 5, 13}) EXPECT_LT(matmul_error(g, t, 37, 768, n_tokens), 1e-5) << ggml_type_name(t) << " n_tokens " << n_tokens;
 }
 
 TEST(KernelsGpu, MatmulRowsNotAMultipleOfEightUseTheElementPath) {
   ORCD_REQUIRE_GPU();
   Gpu g;
-  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
-    const int64_t rows = 9, cols = 771;
-    const int n_tokens = 3;
-    const auto host = random_blocks(t, rows, cols);
-    const auto x = random_floats(n_tokens * cols);
-    auto w = g.upload(host);
-    auto xd = g.upload(x);
-    auto out = g.poisoned(n_tokens * rows);
-    launch_matmul(as_matrix(w, t, rows, cols), xd.as<float>(), n_tokens, out.as<float>(), nullptr);
-    const auto got = g.download<float>(out, n_tokens * rows);
-    const auto wf = ref::dequantize(t, host.data(), rows * cols);
-    std::vector<double> want(n_tokens * rows);
-    for (int tk = 0; tk < n_tokens; ++tk)
-      for (int64_t r = 0; r < rows; ++r) {
-        double s = 0;
-        for (int64_t i = 0; i < cols; ++i) s += static_cast<double>(wf[r * cols + i]) * x[tk * cols + i];
-        want[tk * rows + r] = s;
-      }
-    EXPECT_LT(rel_err(got, want), 1e-5) << ggml_type_name(t);
-  }
+  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) EXPECT_LT(matmul_error(g, t, 9, 771, 3), 1e-5) << ggml_type_name(t);
 }
 
 TEST(KernelsGpu, GetRowsMatchesReference) {
