@@ -28,14 +28,10 @@ namespace {
 
 constexpr const char* kDefaultModelFile = "qwen2.5-0.5b-instruct-q4_k_m.gguf";
 
-// $WORKER_ORCD_MODEL, else the cache: $XDG_CACHE_HOME or ~/.cache, under worker-orcd/models.
+// $WORKER_ORCD_MODEL, else the reference model in the model cache.
 std::string default_model_path() {
   if (const char* m = std::getenv("WORKER_ORCD_MODEL"); m && *m) return m;
-  std::filesystem::path cache;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) cache = x;
-  else if (const char* h = std::getenv("HOME"); h && *h) cache = std::filesystem::path(h) / ".cache";
-  else cache = "/var/cache";
-  return (cache / "worker-orcd" / "models" / kDefaultModelFile).string();
+  return (std::filesystem::path(default_model_cache_dir()) / kDefaultModelFile).string();
 }
 
 // POSTs the ready message; a callback that cannot be reached is logged, not fatal.

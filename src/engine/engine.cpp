@@ -29,7 +29,7 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
   CUDA_CHECK(cudaSetDevice(opt.device));
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  const uint64_t headroom = opt.reserved_vram.value_or(default_headroom(total_b));
+  const uint64_t headroom = headroom_bytes(total_b, opt.reserved_vram ? &*opt.reserved_vram : nullptr);
   if (opt.ledger) {
     try {
       e->admission_ = opt.ledger->reserve(e->plan_.total(), "model " + path);

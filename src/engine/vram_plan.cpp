@@ -35,8 +35,6 @@ VramPlan plan_vram(const GgufFile& f, const ModelConfig& c, int n_ctx, int max_b
   return p;
 }
 
-uint64_t default_headroom(uint64_t total_bytes) { return std::max<uint64_t>(total_bytes / 10, 2ull << 30); }
-
 void check_fits(const VramPlan& plan, uint64_t free_bytes, uint64_t headroom, int device, const std::string& model_path, int n_ctx) {
   const uint64_t usable = free_bytes > headroom ? free_bytes - headroom : 0;
   if (plan.total() <= usable) return;

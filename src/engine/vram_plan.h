@@ -20,8 +20,6 @@ struct VramPlan {
 
 VramPlan plan_vram(const GgufFile& f, const ModelConfig& c, int n_ctx, int max_batch_tokens);
 
-// Never use the last max(10% of total, 2 GiB) unless the operator sets a reserve explicitly.
-uint64_t default_headroom(uint64_t total_bytes);
 
 class InsufficientVramError : public std::runtime_error {
  public:

@@ -55,6 +55,11 @@ void send_json(httplib::Response& res, int status, const nlohmann::json& j) {
   res.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
 }
 
+// OpenAI says "length" when generation ran out of room, "stop" otherwise.
+std::string openai_finish_reason(const nlohmann::json& stop_reason) {
+  return stop_reason == "max_tokens" || stop_reason == "context_full" ? "length" : "stop";
+}
+
 void send_error(httplib::Response& res, const ApiError& e) {
   if (e.extra.contains("retry_after")) res.set_header("Retry-After", std::to_string(e.extra["retry_after"].get<int>()));
   send_json(res, e.http_status, e.to_json());
@@ -444,7 +449,7 @@ void WorkerServer::install_routes() {
               }
               out = sse_frame("", chunk);
             } else if (ev.name == "end") {
-              const std::string fr = ev.data["stop_reason"] == "max_tokens" || ev.data["stop_reason"] == "context_full" ? "length" : "stop";
+              const std::string fr = openai_finish_reason(ev.data["stop_reason"]);
               chunk["choices"] = {chat ? nlohmann::json{{"index", 0}, {"delta", nlohmann::json::object()}, {"finish_reason", fr}}
                                        : nlohmann::json{{"index", 0}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", fr}}};
               chunk["usage"] = {{"prompt_tokens", ev.data["prompt_tokens"]}, {"completion_tokens", ev.data["tokens_out"]},
@@ -516,7 +521,7 @@ void WorkerServer::install_routes() {
       if (ev.name == "error") return send_json(res, ev.data["code"] == "CANCELLED" ? 499 : 500, {{"error", ev.data}});
       if (ev.name == "end") break;
     }
-    const std::string fr = ev.data["stop_reason"] == "max_tokens" || ev.data["stop_reason"] == "context_full" ? "length" : "stop";
+    const std::string fr = openai_finish_reason(ev.data["stop_reason"]);
     const bool chat = spec.kind == JobKind::chat;
     nlohmann::json choice = chat ? nlohmann::json{{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", fr}}
                                  : nlohmann::json{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", fr}};
