@@ -338,8 +338,8 @@ Runner add_serve(CLI::App& app) {
                  {{"other_processes", describe(ps)}});
         std::string pids;
         for (const auto& p : ps) pids += (pids.empty() ? "" : ", ") + std::to_string(p.pid);
-        server.take_backend(WorkerState::paused).reset();  // cancels the running job, frees weights and KV
-        server.set_state(WorkerState::paused, "other processes use GPU " + std::to_string(dev) + " (pid " + pids + ")");
+        const std::string why = "other processes use GPU " + std::to_string(dev) + " (pid " + pids + ")";
+        server.take_backend(WorkerState::paused, why).reset();  // cancels the running job, frees weights and KV
         metrics.set("worker_paused", 1);
         log.info("pause", "gpu", "paused; VRAM released", {{"vram_bytes", 0}});
       };

@@ -15,5 +15,6 @@ Runner add_tokenize(CLI::App& app);
 Runner add_serve(CLI::App& app);
 Runner add_generate(CLI::App& app);
 Runner add_synth(CLI::App& app);
+Runner add_bench(CLI::App& app);
 
 }  // namespace orcd::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   runners["serve"] = orcd::cli::add_serve(app);
   runners["generate"] = orcd::cli::add_generate(app);
   runners["synth"] = orcd::cli::add_synth(app);
+  runners["bench"] = orcd::cli::add_bench(app);
 
   CLI11_PARSE(app, argc, argv);
   try {

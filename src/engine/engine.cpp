@@ -55,19 +55,27 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
   const size_t kv_bytes = static_cast<size_t>(c.n_layers) * e->n_ctx_ * c.kv_dim() * sizeof(__half);
   e->k_cache_ = e->alloc_->alloc(kv_bytes, VramPurpose::kv_cache, "K cache");
   e->v_cache_ = e->alloc_->alloc(kv_bytes, VramPurpose::kv_cache, "V cache");
-  auto ws = [&](size_t bytes, const char* what) { return e->alloc_->alloc(bytes, VramPurpose::workspace, what); };
-  const size_t t = static_cast<size_t>(T);
-  e->ws_.x = ws(t * c.n_embd * 4, "hidden state");
-  e->ws_.xb = ws(t * c.n_embd * 4, "normed hidden state");
-  e->ws_.q = ws(t * c.q_dim() * 4, "queries");
-  e->ws_.att = ws(t * c.q_dim() * 4, "attention output");
-  e->ws_.k = ws(t * c.kv_dim() * 4, "keys");
-  e->ws_.v = ws(t * c.kv_dim() * 4, "values");
-  e->ws_.hb = ws(t * c.n_ff * 4, "ffn gate");
-  e->ws_.hb2 = ws(t * c.n_ff * 4, "ffn up");
-  e->ws_.att_scratch = ws(attention_scratch_floats(T, c.n_heads, c.head_dim, e->n_ctx_) * 4, "attention partials");
-  e->ws_.ids = ws(t * 4, "token ids");
-  e->ws_.history = ws(4096 * 4, "penalty history");
+  const WorkspaceSizes w = workspace_sizes(c, e->n_ctx_, T);
+  auto ws = [&](uint64_t bytes, const char* what) {
+    return bytes ? e->alloc_->alloc(bytes, VramPurpose::workspace, what) : DeviceBuffer{};
+  };
+  e->ws_.x = ws(w.x, "hidden state");
+  e->ws_.xb = ws(w.xb, "normed hidden state");
+  e->ws_.q = ws(w.q, "queries");
+  e->ws_.att = ws(w.att, "attention output");
+  e->ws_.k = ws(w.k, "keys");
+  e->ws_.v = ws(w.v, "values");
+  e->ws_.hb = ws(w.hb, "ffn gate");
+  e->ws_.hb2 = ws(w.hb2, "ffn up");
+  e->ws_.att_scratch = ws(w.att_scratch, "attention partials");
+  e->ws_.ids = ws(w.ids, "token ids");
+  e->ws_.history = ws(w.history, "penalty history");
+  e->ws_.xq = ws(w.xq, "quantized activations");
+  e->ws_.step = ws(w.step, "decode step inputs");
+  e->ws_.x16 = ws(w.x16, "f16 activations (prefill)");
+  e->ws_.w16 = ws(w.w16, "f16 weight scratch (prefill)");
+  e->ws_.gemm = ws(w.gemm, "cuBLAS workspace");
+  if (w.gemm) e->gemm_ = std::make_unique<TensorCoreGemm>(e->stream_, e->ws_.gemm.get(), w.gemm);
   e->ws_.logits = e->alloc_->alloc(static_cast<size_t>(c.n_vocab) * 4, VramPurpose::logits, "logits");
   e->ws_.last_hidden = e->alloc_->alloc(c.n_embd * 4, VramPurpose::logits, "final hidden state");
   e->ws_.token = e->alloc_->alloc(64, VramPurpose::logits, "sampled token");
@@ -77,6 +85,9 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
 }
 
 InferenceEngine::~InferenceEngine() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
+  gemm_.reset();
   if (stream_) {
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
@@ -90,6 +101,14 @@ void InferenceEngine::forward(std::span<const int32_t> tokens, int start_pos) {
   for (int32_t id : tokens)
     if (id < 0 || id >= cfg_.n_vocab) throw std::out_of_range("forward: token id " + std::to_string(id) + " outside the vocabulary");
   CUDA_CHECK(cudaSetDevice(opt_.device));
+  if (tokens.size() == 1) {
+    // Inputs of the graph: the token and its position, read on the device by its kernels.
+    const int32_t step[2] = {tokens[0], start_pos};
+    CUDA_CHECK(cudaMemcpyAsync(ws_.step.get(), step, sizeof step, cudaMemcpyHostToDevice, stream_));
+    if (!decode_graph_) capture_decode_graph();
+    CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
+    return;
+  }
   const int T = opt_.max_batch_tokens;
   for (size_t off = 0; off < tokens.size(); off += T) {
     const int n = static_cast<int>(std::min<size_t>(T, tokens.size() - off));
@@ -97,46 +116,21 @@ void InferenceEngine::forward(std::span<const int32_t> tokens, int start_pos) {
   }
 }
 
-void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos) {
-  const ModelConfig& c = cfg_;
-  cudaStream_t s = stream_;
-  float *x = ws_.x.as<float>(), *xb = ws_.xb.as<float>(), *q = ws_.q.as<float>(), *att = ws_.att.as<float>();
-  float *k = ws_.k.as<float>(), *v = ws_.v.as<float>(), *hb = ws_.hb.as<float>(), *hb2 = ws_.hb2.as<float>();
-  CUDA_CHECK(cudaMemcpyAsync(ws_.ids.get(), tokens, n * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-  launch_get_rows(weights_.tok_embd, ws_.ids.as<int32_t>(), n, x, s);
-
-  const RopeParams rope{c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dims, c.rope_base, c.rope_freq_scale, c.rope_neox,
-                        weights_.rope_freqs};
-  const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, start_pos, n};
-  const size_t layer_kv = static_cast<size_t>(n_ctx_) * c.kv_dim();
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = weights_.layers[l];
-    __half* kc = k_cache_.as<__half>() + l * layer_kv;
-    __half* vc = v_cache_.as<__half>() + l * layer_kv;
-    launch_rmsnorm(x, L.attn_norm, xb, n, c.n_embd, c.rms_eps, s);
-    launch_matmul(L.wq, xb, n, q, s);
-    launch_matmul(L.wk, xb, n, k, s);
-    launch_matmul(L.wv, xb, n, v, s);
-    if (L.bq) {
-      launch_add_bias(q, L.bq, n, c.q_dim(), s);
-      launch_add_bias(k, L.bk, n, c.kv_dim(), s);
-      launch_add_bias(v, L.bv, n, c.kv_dim(), s);
-    }
-    launch_rope_store_kv(q, k, v, kc, vc, n, start_pos, rope, s);
-    launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s);
-    launch_matmul(L.wo, att, n, xb, s);
-    launch_add(x, xb, static_cast<int64_t>(n) * c.n_embd, s);
-
-    launch_rmsnorm(x, L.ffn_norm, xb, n, c.n_embd, c.rms_eps, s);
-    launch_matmul(L.w_gate, xb, n, hb, s);
-    launch_matmul(L.w_up, xb, n, hb2, s);
-    launch_swiglu(hb, hb2, hb, static_cast<int64_t>(n) * c.n_ff, s);
-    launch_matmul(L.w_down, hb, n, xb, s);
-    launch_add(x, xb, static_cast<int64_t>(n) * c.n_embd, s);
+void InferenceEngine::capture_decode_graph() {
+  cudaGraph_t graph = nullptr;
+  // Thread-local capture: other threads (health checks, the GPU monitor) may call CUDA meanwhile.
+  CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  try {
+    decode_step();
+  } catch (...) {
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    throw;
   }
-  // Only the last token's logits are needed.
-  launch_rmsnorm(x + static_cast<size_t>(n - 1) * c.n_embd, weights_.output_norm, ws_.last_hidden.as<float>(), 1, c.n_embd, c.rms_eps, s);
-  launch_matmul(weights_.output, ws_.last_hidden.as<float>(), 1, ws_.logits.as<float>(), s);
+  CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  const cudaError_t err = cudaGraphInstantiate(&decode_graph_, graph, 0);
+  cudaGraphDestroy(graph);
+  CUDA_CHECK(err);
 }
 
 std::vector<float> InferenceEngine::logits() const {

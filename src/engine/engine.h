@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/gemm.h"
 #include "engine/kernels/sampling.h"
 #include "engine/model.h"
 #include "engine/vram_plan.h"
@@ -45,11 +46,13 @@ class InferenceEngine {
   const GgufFile& gguf() const { return *file_; }
   VramTracker& tracker() { return tracker_; }
   const VramPlan& plan() const { return plan_; }
+  cudaStream_t stream() const { return stream_; }  // everything the engine runs is ordered on it
   int n_ctx() const { return n_ctx_; }
   int device() const { return opt_.device; }
 
   // Runs `tokens` at positions start_pos.. through the model (in chunks of max_batch_tokens),
   // writing their K/V into the cache and leaving the last token's logits on the device.
+  // A single token replays the decode step's CUDA graph (captured on first use).
   void forward(std::span<const int32_t> tokens, int start_pos);
   std::vector<float> logits() const;  // copy of the last logits (tests, tools)
   // Samples from the last logits; `history` feeds the repetition penalty.
@@ -57,7 +60,15 @@ class InferenceEngine {
 
  private:
   InferenceEngine() = default;
-  void forward_chunk(const int32_t* tokens, int n, int start_pos);
+  void forward_chunk(const int32_t* tokens, int n, int start_pos);  // prefill (forward.cpp)
+  void decode_step();  // one token, inputs in ws_.step; captured as a graph
+  void capture_decode_graph();
+  // Decode: y (+)= W x through the integer mat-vec where the types allow, else the float matmul.
+  // `x_quantized`: ws_.xq already holds x.
+  void decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode);
+  bool decode_norm(const float* x, const float* weight, float* out);  // true: ws_.xq holds the result too
+  // Prefill: out (+)= W x for n tokens; x16 (x as f16) selects the tensor-core path.
+  void prefill_linear(const QMatrix& w, const float* x, const __half* x16, int n, float* out, bool accumulate);
 
   EngineOptions opt_;
   std::unique_ptr<GgufFile> file_;  // keeps the mapping (and so the page cache) for the tokenizer
@@ -72,8 +83,11 @@ class InferenceEngine {
   DeviceBuffer k_cache_, v_cache_;
   struct Workspace {
     DeviceBuffer x, xb, q, att, k, v, hb, hb2, att_scratch, ids, history, logits, last_hidden, token;
+    DeviceBuffer xq, step, x16, w16, gemm;
   } ws_;
   cudaStream_t stream_ = nullptr;
+  std::unique_ptr<TensorCoreGemm> gemm_;  // null when prefill chunks are too short to use it
+  cudaGraphExec_t decode_graph_ = nullptr;
 };
 
 }  // namespace orcd

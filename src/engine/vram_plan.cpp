@@ -22,15 +22,41 @@ std::string VramPlan::breakdown() const {
   return "weights " + mib(weights) + ", kv_cache " + mib(kv_cache) + ", workspace " + mib(workspace) + ", logits " + mib(logits);
 }
 
+WorkspaceSizes workspace_sizes(const ModelConfig& c, int n_ctx, int max_batch_tokens) {
+  const uint64_t T = static_cast<uint64_t>(max_batch_tokens);
+  const uint64_t widest = std::max({c.n_embd, c.q_dim(), c.n_ff});
+  WorkspaceSizes w{};
+  w.x = w.xb = T * c.n_embd * 4;
+  w.q = w.att = T * c.q_dim() * 4;
+  w.k = w.v = T * c.kv_dim() * 4;
+  w.hb = w.hb2 = T * c.n_ff * 4;
+  w.att_scratch = attention_scratch_floats(max_batch_tokens, c.n_heads, c.head_dim, n_ctx) * 4;
+  w.ids = T * 4;
+  w.history = 4096 * 4;
+  w.xq = q8act_bytes(static_cast<int64_t>((widest + 31) / 32 * 32));
+  w.step = 8;
+  if (max_batch_tokens >= kGemmMinTokens) {
+    const uint64_t e = c.n_embd;
+    w.x16 = T * widest * 2;
+    w.w16 = std::max({c.q_dim() * e, c.kv_dim() * e, c.n_ff * e}) * 2;  // the largest per-layer matrix
+    w.gemm = kCublasWorkspaceBytes;
+  }
+  return w;
+}
+
+uint64_t WorkspaceSizes::total_padded() const {
+  uint64_t t = 0;
+  for (uint64_t b : {x, xb, q, att, k, v, hb, hb2, att_scratch, ids, history, xq, step, x16, w16, gemm})
+    if (b) t += DeviceAllocator::padded(b);
+  return t;
+}
+
 VramPlan plan_vram(const GgufFile& f, const ModelConfig& c, int n_ctx, int max_batch_tokens) {
   const auto P = [](uint64_t b) { return DeviceAllocator::padded(b); };
-  const uint64_t T = static_cast<uint64_t>(max_batch_tokens);
   VramPlan p;
   p.weights = weights_vram_bytes(f);
   p.kv_cache = 2 * P(static_cast<uint64_t>(c.n_layers) * n_ctx * c.kv_dim() * 2);  // K and V, f16
-  // Activations for one batch of T tokens (see Workspace in engine.cpp), attention partials, ids.
-  p.workspace = 2 * P(T * c.n_embd * 4) + P(T * c.q_dim() * 4) * 2 + 2 * P(T * c.kv_dim() * 4) + 2 * P(T * c.n_ff * 4) +
-                P(attention_scratch_floats(max_batch_tokens, c.n_heads, c.head_dim, n_ctx) * 4) + P(T * 4) + P(4096 * 4);
+  p.workspace = workspace_sizes(c, n_ctx, max_batch_tokens).total_padded();
   p.logits = P(static_cast<uint64_t>(c.n_vocab) * 4) + P(c.n_embd * 4) + P(64);
   return p;
 }

@@ -20,6 +20,22 @@ struct VramPlan {
 
 VramPlan plan_vram(const GgufFile& f, const ModelConfig& c, int n_ctx, int max_batch_tokens);
 
+// Prefill chunks of at least this many tokens run their products on tensor cores (cuBLAS);
+// shorter ones use the dequantizing matmul, single tokens the integer mat-vec.
+constexpr int kGemmMinTokens = 8;
+constexpr uint64_t kCublasWorkspaceBytes = 32ull << 20;  // cuBLAS's recommendation for Hopper
+
+// Every workspace buffer of the engine, in bytes before padding; the plan and the engine's
+// allocations both come from here so they cannot drift apart.
+struct WorkspaceSizes {
+  uint64_t x, xb, q, att, k, v, hb, hb2, att_scratch, ids, history;
+  uint64_t xq;    // one token's quantized activations (integer mat-vec)
+  uint64_t step;  // the decode graph's inputs: token id and position
+  uint64_t x16, w16, gemm;  // tensor-core prefill: f16 activations, one f16 matrix, cuBLAS workspace (0 when unused)
+  uint64_t total_padded() const;
+};
+WorkspaceSizes workspace_sizes(const ModelConfig& c, int n_ctx, int max_batch_tokens);
+
 
 class InsufficientVramError : public std::runtime_error {
  public:

@@ -101,10 +101,11 @@ uint64_t WorkerServer::fresh_seed() {
 }
 
 void WorkerServer::set_state(WorkerState s, const std::string& reason) {
-  const WorkerState old = state_.exchange(s);
+  WorkerState old;
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(mu_);  // the reason changes with the state, never after it
     state_reason_ = reason;
+    old = state_.exchange(s);
   }
   metrics_.set("orcd_worker_healthy", s == WorkerState::healthy ? 1 : 0);
   if (old != s)
@@ -123,8 +124,8 @@ void WorkerServer::set_backend(std::unique_ptr<InferenceBackend> backend, Worker
   set_state(s);
 }
 
-std::unique_ptr<InferenceBackend> WorkerServer::take_backend(WorkerState new_state) {
-  set_state(new_state);
+std::unique_ptr<InferenceBackend> WorkerServer::take_backend(WorkerState new_state, const std::string& reason) {
+  set_state(new_state, reason);
   cancel_all(std::string("worker is ") + std::string(worker_state_name(new_state)));
   std::unique_lock lock(mu_);
   cv_.wait(lock, [&] { return running_ == nullptr; });
@@ -375,9 +376,9 @@ ResidencyReport WorkerServer::check_residency() {
 }
 
 nlohmann::json WorkerServer::health_json(int* http_status) {
-  const WorkerState s = state_.load();
   nlohmann::json j;
   std::lock_guard lock(mu_);
+  const WorkerState s = state_.load();  // under the lock: consistent with state_reason_
   j["status"] = worker_state_name(s);
   j["worker_id"] = cfg_.worker_id;
   j["resident"] = last_residency_.resident;

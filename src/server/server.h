@@ -56,7 +56,9 @@ class WorkerServer {
 
   // Installs the loaded model (state becomes healthy) or removes it (nullptr: paused/unloaded).
   void set_backend(std::unique_ptr<InferenceBackend> backend, WorkerState state = WorkerState::healthy);
-  std::unique_ptr<InferenceBackend> take_backend(WorkerState new_state);  // waits for the running job
+  // Moves to new_state (with its reason, so /health never shows the state without it), cancels
+  // and waits for the running job, and hands the backend over.
+  std::unique_ptr<InferenceBackend> take_backend(WorkerState new_state, const std::string& reason = "");
   void set_state(WorkerState s, const std::string& reason = "");
   WorkerState state() const { return state_.load(); }
 

@@ -175,6 +175,123 @@ TEST(KernelsGpu, MatmulRowsNotAMultipleOfEightUseTheElementPath) {
   for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) EXPECT_LT(matmul_error(g, t, 9, 771, 3), 1e-5) << ggml_type_name(t);
 }
 
+namespace {
+const GgmlType kQ8Types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+// W x in float64 over the dequantized stored weights.
+std::vector<double> product64(GgmlType t, const std::vector<uint8_t>& w, int64_t rows, int64_t cols, const std::vector<float>& x) {
+  const auto wf = ref::dequantize(t, w.data(), rows * cols);
+  std::vector<double> y(rows);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < cols; ++i) y[r] += static_cast<double>(wf[r * cols + i]) * x[i];
+  return y;
+}
+}  // namespace
+
+// The activation format keeps about 15 bits, so the integer mat-vec is held to 5e-5 relative
+// error against float64 (the float matmul's bar is 1e-5).
+TEST(KernelsGpu, IntegerMatvecMatchesFloat64InEveryMode) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  const int64_t cols = 1024;
+  const auto x = random_floats(cols, -3, 3);
+  auto xd = g.upload(x);
+  auto qbuf = g.alloc.alloc(q8act_bytes(cols), VramPurpose::workspace, "q8 activations");
+  const Q8Act xq = q8act_view(qbuf.get(), cols);
+  launch_quantize_act(xd.as<float>(), cols, xq, nullptr);
+  for (GgmlType t : kQ8Types) {
+    SCOPED_TRACE(ggml_type_name(t));
+    // Three matrices in one launch (rows not a multiple of the block), with a bias on the second.
+    const int64_t rows[3] = {37, 11, 5};
+    std::vector<std::vector<uint8_t>> host;
+    std::vector<DeviceBuffer> wd, outs;
+    for (int64_t r : rows) {
+      host.push_back(random_blocks(t, r, cols));
+      wd.push_back(g.upload(host.back()));
+      outs.push_back(g.poisoned(r));
+    }
+    ASSERT_TRUE(matvec_q8_supports(as_matrix(wd[0], t, rows[0], cols)));
+    const auto bias = random_floats(rows[1]);
+    auto bd = g.upload(bias);
+    std::vector<MatvecJob> jobs;
+    for (int i = 0; i < 3; ++i) jobs.push_back({as_matrix(wd[i], t, rows[i], cols), outs[i].as<float>(), i == 1 ? bd.as<float>() : nullptr});
+    launch_matvec_q8(jobs, xq, MatvecMode::store, nullptr);
+    for (int i = 0; i < 3; ++i) {
+      auto want = product64(t, host[i], rows[i], cols, x);
+      if (i == 1)
+        for (int64_t r = 0; r < rows[1]; ++r) want[r] += bias[r];
+      EXPECT_LT(rel_err(g.download<float>(outs[i], rows[i]), want), 5e-5) << "store, matrix " << i;
+    }
+    // Accumulate: out += W x onto random contents.
+    const auto base = random_floats(rows[0], -5, 5);
+    auto acc = g.upload(base);
+    const MatvecJob one{as_matrix(wd[0], t, rows[0], cols), acc.as<float>()};
+    launch_matvec_q8(std::span(&one, 1), xq, MatvecMode::accumulate, nullptr);
+    auto want = product64(t, host[0], rows[0], cols, x);
+    for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
+    EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), 5e-5) << "accumulate";
+    // SwiGLU of two matrices of equal rows.
+    auto up_host = random_blocks(t, rows[0], cols);
+    auto up = g.upload(up_host);
+    auto h = g.poisoned(rows[0]);
+    const MatvecJob pair[2] = {{as_matrix(wd[0], t, rows[0], cols), h.as<float>()}, {as_matrix(up, t, rows[0], cols), nullptr}};
+    launch_matvec_q8(pair, xq, MatvecMode::swiglu, nullptr);
+    const auto gate = product64(t, host[0], rows[0], cols, x), upv = product64(t, up_host, rows[0], cols, x);
+    std::vector<double> sw(rows[0]);
+    for (int64_t r = 0; r < rows[0]; ++r) sw[r] = gate[r] / (1 + std::exp(-gate[r])) * upv[r];
+    EXPECT_LT(rel_err(g.download<float>(h, rows[0]), sw), 5e-5) << "swiglu";
+  }
+}
+
+TEST(KernelsGpu, ActivationQuantizationKeepsFifteenBits) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  const int dim = 896;
+  auto x = random_floats(dim, -4, 4);
+  x[5] = 0.0f;
+  for (int i = 64; i < 96; ++i) x[i] = 0.0f;  // an all-zero block must quantize to zeros, not NaN
+  const auto w = random_floats(dim, 0.5f, 1.5f);
+  auto xd = g.upload(x), wd = g.upload(w);
+  auto out = g.poisoned(dim);
+  auto qbuf = g.alloc.alloc(q8act_bytes(dim), VramPurpose::workspace, "q8 activations");
+  const Q8Act q = q8act_view(qbuf.get(), dim);
+  launch_rmsnorm_quant(xd.as<float>(), wd.as<float>(), out.as<float>(), q, dim, 1e-5f, nullptr);
+  const auto got = g.download<float>(out, dim);
+  const auto bytes = g.download<int8_t>(qbuf, q8act_bytes(dim));
+  double ss = 0;
+  for (float v : x) ss += static_cast<double>(v) * v;
+  const double inv = 1 / std::sqrt(ss / dim + 1e-5);
+  std::vector<double> want(dim);
+  for (int i = 0; i < dim; ++i) want[i] = x[i] * inv * w[i];
+  EXPECT_LT(rel_err(got, want), 1e-6);
+  for (int b = 0; b < dim / 32; ++b) {
+    float scale;
+    std::memcpy(&scale, bytes.data() + 2 * dim + 4 * b, 4);
+    double amax = 0;
+    for (int i = 32 * b; i < 32 * b + 32; ++i) amax = std::max(amax, std::abs(want[i]));
+    for (int i = 32 * b; i < 32 * b + 32; ++i) {
+      const double deq = scale * (254.0 * bytes[i] + bytes[dim + i]);
+      ASSERT_LE(std::abs(deq - want[i]), amax / 64516 * 1.01 + 1e-30) << "element " << i;
+    }
+  }
+}
+
+TEST(KernelsGpu, DequantizeToHalfMatchesReference) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  for (GgmlType t : kTypes) {
+    const int64_t rows = 5, cols = 512;
+    const auto host = random_blocks(t, rows, cols);
+    auto w = g.upload(host);
+    auto out = g.alloc.alloc(rows * cols * 2, VramPurpose::workspace, "f16 out");
+    launch_dequantize_f16(as_matrix(w, t, rows, cols), out.as<__half>(), nullptr);
+    const auto got = g.download<__half>(out, rows * cols);
+    const auto want = ref::dequantize(t, host.data(), rows * cols);
+    for (int64_t i = 0; i < rows * cols; ++i)
+      ASSERT_EQ(__half2float(got[i]), __half2float(__float2half(want[i]))) << ggml_type_name(t) << " element " << i;
+  }
+}
+
 TEST(KernelsGpu, GetRowsMatchesReference) {
   ORCD_REQUIRE_GPU();
   Gpu g;
@@ -274,6 +391,7 @@ TEST(KernelsGpu, AttentionMatchesFloat64) {
   // Prefill from 0, a prefill chunk mid-sequence, decode at depth (many splits), odd dims.
   for (const Case cs : {Case{6, 2, 64, 0, 37, 64}, Case{6, 2, 64, 300, 20, 400}, Case{14, 2, 64, 1500, 1, 1600},
                         Case{3, 3, 80, 0, 9, 16}, Case{8, 1, 128, 4000, 2, 4096}}) {
+   for (const bool on_device : {false, true}) {  // position from the host, or read on the device (graph replays)
     Gpu g;
     const int kv_dim = cs.KVH * cs.hd;
     std::vector<__half> kh(cs.ctx * kv_dim), vh(cs.ctx * kv_dim);
@@ -283,7 +401,9 @@ TEST(KernelsGpu, AttentionMatchesFloat64) {
     auto kd = g.upload(kh), vd = g.upload(vh), qd = g.upload(q);
     auto out = g.poisoned(cs.n * cs.H * cs.hd);
     auto scratch = g.poisoned(attention_scratch_floats(cs.n, cs.H, cs.hd, cs.ctx));
-    const AttentionParams p{cs.H, cs.KVH, cs.hd, cs.start, cs.n};
+    AttentionParams p{cs.H, cs.KVH, cs.hd, cs.start, cs.n};
+    auto pos = g.upload(std::vector<int32_t>{cs.start});
+    if (on_device) p.start_pos = 0, p.pos_dev = pos.as<int32_t>(), p.max_ctx = cs.ctx;
     launch_attention(qd.as<float>(), kd.as<__half>(), vd.as<__half>(), out.as<float>(), scratch.as<float>(), p, nullptr);
     const auto got = g.download<float>(out, cs.n * cs.H * cs.hd);
     std::vector<double> want;
@@ -305,7 +425,8 @@ TEST(KernelsGpu, AttentionMatchesFloat64) {
           want.push_back(acc / sum);
         }
       }
-    EXPECT_LT(rel_err(got, want), 1e-5) << "H " << cs.H << " start " << cs.start << " n " << cs.n;
+    EXPECT_LT(rel_err(got, want), 1e-5) << "H " << cs.H << " start " << cs.start << " n " << cs.n << " device position " << on_device;
+   }
   }
 }
 

@@ -1,7 +1,9 @@
-// Causal grouped-query attention over the f16 KV cache, split over the sequence: each block
-// handles one (query token, head, split) and walks its positions in chunks with an online
-// softmax; a second kernel merges the splits. Decode with few query heads gets many splits
-// so long contexts still fill the GPU; prefill needs none.
+// Causal grouped-query attention over the f16 KV cache, split over the sequence; a second
+// kernel merges the splits. Prefill: each block handles one (query token, head, split) and walks
+// its positions in chunks with an online softmax. Decode: each block handles one (KV head,
+// split) for every query head of the group, so a cached row is read once, and many splits keep
+// the GPU busy at long contexts. Where the position lives on the device (graph replays) the
+// split length is worked out in the kernel from the actual length.
 #include <algorithm>
 
 #include "common/cuda_check.h"
@@ -16,10 +18,15 @@ constexpr int kChunk = 128;      // positions scored at a time
 constexpr int kMaxHeadDim = 256;
 constexpr int kDimsPerThread = kMaxHeadDim / kThreads;
 constexpr int kMaxSplits = 32;
+constexpr int kMaxDecodeSplits = 128;
+constexpr int kDecodeGranule = 32;  // a decode split covers a multiple of this many positions
+constexpr int kMaxGroup = 8;        // query heads per KV head the decode kernel holds in registers
+
+__device__ __forceinline__ int start_of(const AttentionParams& p) { return p.start_pos + (p.pos_dev ? *p.pos_dev : 0); }
 
 // partial layout per (token, head, split): [m, l, o[head_dim]]
 __global__ void attention_split_kernel(const float* __restrict__ q, const __half* __restrict__ kc, const __half* __restrict__ vc,
-                                       float* __restrict__ partial, AttentionParams p, int n_splits, int split_len) {
+                                       float* __restrict__ partial, AttentionParams p, int n_splits) {
   __shared__ float qs[kMaxHeadDim];
   __shared__ float sc[kChunk];
   __shared__ float red[32];
@@ -27,7 +34,9 @@ __global__ void attention_split_kernel(const float* __restrict__ q, const __half
   const int hd = p.head_dim;
   const int kv_dim = p.n_kv_heads * hd;
   const int kvh = h / (p.n_heads / p.n_kv_heads);
-  const int n_kv = p.start_pos + t + 1;  // causal
+  const int start = start_of(p);
+  const int n_kv = start + t + 1;  // causal
+  const int split_len = kern::ceil_div(kern::ceil_div(start + p.n_tokens, n_splits), kChunk) * kChunk;
   const int begin = s * split_len, end = min(n_kv, begin + split_len);
   const float scale = rsqrtf(static_cast<float>(hd));
   const float* qh = q + (static_cast<int64_t>(t) * p.n_heads + h) * hd;
@@ -83,6 +92,90 @@ __global__ void attention_split_kernel(const float* __restrict__ q, const __half
   }
 }
 
+// One query token. Lane i holds dims [i * D/32, (i+1) * D/32) of every query head of the group;
+// each warp runs its own online softmax over every 4th position of the split (loading the next
+// row while scoring this one) and the warps merge through shared memory.
+template <int D>
+__global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float* __restrict__ q, const __half* __restrict__ kc,
+                                                                    const __half* __restrict__ vc, float* __restrict__ partial,
+                                                                    AttentionParams p, int n_splits) {
+  constexpr int kPer = D / kern::kWarp, kWarps = kThreads / kern::kWarp;
+  __shared__ float sm[kWarps][kMaxGroup][D + 2];
+  const int kvh = blockIdx.x, s = blockIdx.y;
+  const int G = p.n_heads / p.n_kv_heads;
+  const int n_kv = start_of(p) + 1;
+  const int split_len = kern::ceil_div(kern::ceil_div(n_kv, n_splits), kDecodeGranule) * kDecodeGranule;
+  const int begin = s * split_len, end = min(n_kv, begin + split_len);
+  const int lane = threadIdx.x % kern::kWarp, warp = threadIdx.x / kern::kWarp;
+  const int64_t kv_dim = static_cast<int64_t>(p.n_kv_heads) * D;
+  const float scale = rsqrtf(static_cast<float>(D));
+
+  float qr[kMaxGroup][kPer], o[kMaxGroup][kPer], m[kMaxGroup], l[kMaxGroup];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      qr[g][i] = g < G ? q[(kvh * G + g) * D + lane * kPer + i] * scale : 0.0f;
+      o[g][i] = 0.0f;
+    }
+  }
+  auto load = [&](int j, float* kf, float* vf) {
+    const __half* kr = kc + j * kv_dim + kvh * D + lane * kPer;
+    const __half* vr = vc + j * kv_dim + kvh * D + lane * kPer;
+#pragma unroll
+    for (int i = 0; i < kPer; i += 2) {
+      const float2 a = __half22float2(*reinterpret_cast<const __half2*>(kr + i));
+      const float2 b = __half22float2(*reinterpret_cast<const __half2*>(vr + i));
+      kf[i] = a.x, kf[i + 1] = a.y, vf[i] = b.x, vf[i + 1] = b.y;
+    }
+  };
+  float kn[kPer], vn[kPer];
+  int j = begin + warp;
+  if (j < end) load(j, kn, vn);
+  for (; j < end; j += kWarps) {
+    float kf[kPer], vf[kPer];
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) kf[i] = kn[i], vf[i] = vn[i];
+    if (j + kWarps < end) load(j + kWarps, kn, vn);
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g >= G) break;
+      float dot = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) dot += qr[g][i] * kf[i];
+      dot = kern::warp_sum(dot);
+      const float nm = fmaxf(m[g], dot);
+      const float corr = expf(m[g] - nm), e = expf(dot - nm);
+      l[g] = l[g] * corr + e;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) o[g][i] = o[g][i] * corr + e * vf[i];
+      m[g] = nm;
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g >= G) break;
+    if (lane == 0) sm[warp][g][0] = m[g], sm[warp][g][1] = l[g];
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) sm[warp][g][2 + lane * kPer + i] = o[g][i];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * (D + 2); idx += kThreads) {
+    const int g = idx / (D + 2), c = idx % (D + 2);
+    float mm = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, sm[w][g][0]);
+    float v = 0.0f;
+    if (c == 0) {
+      v = mm;
+    } else if (mm != -INFINITY) {
+      for (int w = 0; w < kWarps; ++w)
+        if (sm[w][g][0] != -INFINITY) v += sm[w][g][c] * expf(sm[w][g][0] - mm);
+    }
+    partial[((kvh * G + g) * n_splits + s) * (D + 2) + c] = v;
+  }
+}
+
 __global__ void attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out, AttentionParams p, int n_splits) {
   const int h = blockIdx.x, t = blockIdx.y;
   const int hd = p.head_dim;
@@ -104,8 +197,20 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
   }
 }
 
+int max_kv_of(const AttentionParams& p) { return p.pos_dev ? p.max_ctx : p.start_pos + p.n_tokens; }
+
+bool use_decode_kernel(const AttentionParams& p) {
+  return p.n_tokens == 1 && (p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256) && p.n_heads / p.n_kv_heads <= kMaxGroup;
+}
+
+int choose_decode_splits(const AttentionParams& p) {
+  // About two blocks per SM on an H100 across the KV heads, never a split under one granule.
+  const int splits = std::min({kMaxDecodeSplits, kern::ceil_div(264, p.n_kv_heads), kern::ceil_div(max_kv_of(p), kDecodeGranule)});
+  return std::max(1, splits);
+}
+
 int choose_splits(const AttentionParams& p) {
-  const int max_kv = p.start_pos + p.n_tokens;
+  const int max_kv = max_kv_of(p);
   const int blocks = p.n_heads * p.n_tokens;
   // Aim for about 512 blocks in flight (a few per SM on an H100), never a split under one chunk.
   int splits = std::max(1, 512 / std::max(1, blocks));
@@ -117,7 +222,8 @@ int choose_splits(const AttentionParams& p) {
 
 size_t attention_scratch_floats(int max_tokens, int n_heads, int head_dim, int max_ctx) {
   // choose_splits keeps tokens * heads * splits under max(tokens * heads, 512 * 2).
-  const size_t units = std::max<size_t>(static_cast<size_t>(max_tokens) * n_heads, 1024);
+  // The decode kernel writes n_heads * at most kMaxDecodeSplits.
+  const size_t units = std::max<size_t>({static_cast<size_t>(max_tokens) * n_heads, 1024, static_cast<size_t>(n_heads) * kMaxDecodeSplits});
   (void)max_ctx;
   return units * (head_dim + 2);
 }
@@ -127,10 +233,20 @@ void launch_attention(const float* q, const __half* k_cache, const __half* v_cac
   if (p.n_tokens == 0) return;
   if (p.head_dim > kMaxHeadDim || p.n_heads % p.n_kv_heads != 0)
     throw std::invalid_argument("attention: head_dim " + std::to_string(p.head_dim) + " or head grouping not supported");
-  const int splits = choose_splits(p);
-  const int max_kv = p.start_pos + p.n_tokens;
-  const int split_len = kern::ceil_div(kern::ceil_div(max_kv, splits), kChunk) * kChunk;
-  attention_split_kernel<<<dim3(p.n_heads, p.n_tokens, splits), kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits, split_len);
+  if (p.pos_dev && p.max_ctx <= 0) throw std::invalid_argument("attention: a device position needs max_ctx");
+  int splits = 0;
+  if (use_decode_kernel(p)) {
+    splits = choose_decode_splits(p);
+    const dim3 grid(p.n_kv_heads, splits);
+    switch (p.head_dim) {
+      case 64: attention_decode_kernel<64><<<grid, kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits); break;
+      case 128: attention_decode_kernel<128><<<grid, kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits); break;
+      default: attention_decode_kernel<256><<<grid, kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits); break;
+    }
+  } else {
+    splits = choose_splits(p);
+    attention_split_kernel<<<dim3(p.n_heads, p.n_tokens, splits), kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits);
+  }
   CUDA_CHECK_LAUNCH();
   attention_combine_kernel<<<dim3(p.n_heads, p.n_tokens), 128, 0, stream>>>(scratch, out, p, splits);
   CUDA_CHECK_LAUNCH();

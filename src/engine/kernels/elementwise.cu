@@ -35,7 +35,18 @@ __global__ void swiglu_kernel(const float* __restrict__ g, const float* __restri
   }
 }
 
+__global__ void to_half_kernel(const float* __restrict__ x, __half* __restrict__ out, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2half_rn(x[i]);
+}
+
 }  // namespace
+
+void launch_to_half(const float* x, __half* out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  to_half_kernel<<<kern::ceil_div(n, 256), 256, 0, stream>>>(x, out, n);
+  CUDA_CHECK_LAUNCH();
+}
 
 void launch_rmsnorm(const float* x, const float* weight, float* out, int n_rows, int dim, float eps, cudaStream_t stream) {
   if (n_rows == 0) return;

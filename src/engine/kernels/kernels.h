@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <span>
 
 #include "gguf/ggml_types.h"
 
@@ -26,6 +27,41 @@ void launch_matmul(const QMatrix& w, const float* x, int n_tokens, float* out, c
 void launch_get_rows(const QMatrix& table, const int32_t* ids, int n, float* out, cudaStream_t stream);
 // Whole matrix dequantized to float (tests, and the CPU-side reference checks).
 void launch_dequantize(const QMatrix& w, float* out, cudaStream_t stream);
+// Whole matrix dequantized to f16, rows x cols (the tensor-core prefill's operand).
+void launch_dequantize_f16(const QMatrix& w, __half* out, cudaStream_t stream);
+// out[i] = half(x[i])
+void launch_to_half(const float* x, __half* out, int64_t n, cudaStream_t stream);
+
+// One token's activations quantized for the integer mat-vec: per 32-element block two int8
+// planes and a scale, x = scale * (254 * hi + lo), about 15 bits (error under 1/64516 of the
+// block's largest magnitude). Stored in one buffer of q8act_bytes(n): hi[n], lo[n], scale[n/32].
+struct Q8Act {
+  int8_t* hi;
+  int8_t* lo;
+  float* scale;
+};
+size_t q8act_bytes(int64_t n);
+Q8Act q8act_view(void* base, int64_t n);
+// x (n % 32 == 0) into q.
+void launch_quantize_act(const float* x, int64_t n, const Q8Act& q, cudaStream_t stream);
+// One row: out = x / rms(x) * weight, and q = its quantization (dim % 32 == 0).
+void launch_rmsnorm_quant(const float* x, const float* weight, float* out, const Q8Act& q, int dim, float eps, cudaStream_t stream);
+
+// Decode-time y = W x (one token) with dp4a on quantized activations, for Q8_0, Q4_0, Q5_0,
+// Q4_K, Q5_K and Q6_K. Up to three matrices of one type and width share a launch (their rows
+// are concatenated); each writes its own `out` (plus `bias` when set).
+enum class MatvecMode {
+  store,       // out = W x + bias
+  accumulate,  // out += W x + bias (the residual add)
+  swiglu,      // two jobs, gate and up: jobs[0].out = silu(gate x) * (up x)
+};
+struct MatvecJob {
+  QMatrix w;
+  float* out = nullptr;
+  const float* bias = nullptr;
+};
+bool matvec_q8_supports(const QMatrix& w);
+void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream);
 
 // out[t] = x[t] / rms(x[t]) * weight, rows of `dim`.
 void launch_rmsnorm(const float* x, const float* weight, float* out, int n_rows, int dim, float eps, cudaStream_t stream);
@@ -44,6 +80,7 @@ struct RopeParams {
   float freq_scale;   // 1 / linear scaling factor
   bool neox;          // NEOX pairs (i, i + d/2); otherwise adjacent pairs (2i, 2i + 1)
   const float* freq_factors = nullptr;  // Llama 3.1-style per-pair divisors (rope_freqs.weight)
+  const int* pos_dev = nullptr;         // when set, *pos_dev is added to start_pos (graph replays)
 };
 // Rotates q and k of tokens at positions start_pos.. in place, then stores k and v (f16) into
 // the layer's cache rows at those positions. Cache layout: [position][kv_head][head_dim].
@@ -54,8 +91,14 @@ struct AttentionParams {
   int n_heads, n_kv_heads, head_dim;
   int start_pos;  // position of the first query token
   int n_tokens;   // query tokens; token t sees cache positions 0..start_pos + t
+  // When set, *pos_dev is added to start_pos on the device, so one captured graph serves every
+  // position; the launch is then sized for a cache of max_ctx positions.
+  const int* pos_dev = nullptr;
+  int max_ctx = 0;
 };
 // Causal grouped-query attention over the f16 cache. q/out: n_tokens x n_heads x head_dim.
+// One query token with head_dim 64/128/256 and at most 8 query heads per KV head takes a decode
+// kernel that reads each K/V row once for the whole head group.
 // `scratch` holds attention_scratch_floats(p) floats (partial results of the sequence split).
 void launch_attention(const float* q, const __half* k_cache, const __half* v_cache, float* out, float* scratch,
                       const AttentionParams& p, cudaStream_t stream);

@@ -95,6 +95,20 @@ __global__ void dequantize_kernel(const uint8_t* __restrict__ w, size_t row_byte
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[blockIdx.x * cols + i] = DQ(row, i);
 }
 
+// Eight elements per thread, one 16-byte store (cols % 8 == 0).
+template <void (*DQ8)(const uint8_t*, int64_t, float*)>
+__global__ void dequantize_f16_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t cols, __half* __restrict__ out) {
+  const uint8_t* row = w + static_cast<int64_t>(blockIdx.x) * row_bytes;
+  for (int64_t i0 = 8 * static_cast<int64_t>(threadIdx.x); i0 < cols; i0 += 8 * blockDim.x) {
+    float v[8];
+    DQ8(row, i0, v);
+    __align__(16) __half2 h[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
+    *reinterpret_cast<uint4*>(out + blockIdx.x * cols + i0) = *reinterpret_cast<const uint4*>(h);
+  }
+}
+
 // Calls f.template operator()<DQ>() with the dequantizer of `type`.
 template <typename F>
 void dispatch(GgmlType type, F&& f) {
@@ -155,6 +169,14 @@ void launch_get_rows(const QMatrix& table, const int32_t* ids, int n, float* out
 void launch_dequantize(const QMatrix& w, float* out, cudaStream_t stream) {
   dispatch(w.type, [&]<auto DQ>() {
     dequantize_kernel<DQ><<<static_cast<unsigned>(w.rows), 256, 0, stream>>>(static_cast<const uint8_t*>(w.data), w.row_bytes, w.cols, out);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_dequantize_f16(const QMatrix& w, __half* out, cudaStream_t stream) {
+  if (w.cols % 8 != 0) throw std::invalid_argument("dequantize_f16: rows of " + std::to_string(w.cols) + " elements (need a multiple of 8)");
+  dispatch8(w.type, [&]<auto DQ8>() {
+    dequantize_f16_kernel<DQ8><<<static_cast<unsigned>(w.rows), 256, 0, stream>>>(static_cast<const uint8_t*>(w.data), w.row_bytes, w.cols, out);
   });
   CUDA_CHECK_LAUNCH();
 }

@@ -24,7 +24,7 @@ __device__ __forceinline__ void rotate(float* head, int i, int pos, const RopePa
 __global__ void rope_store_kernel(float* q, float* k, const float* __restrict__ v, __half* k_cache, __half* v_cache, int start_pos,
                                   RopeParams p) {
   const int t = blockIdx.x;
-  const int pos = start_pos + t;
+  const int pos = start_pos + (p.pos_dev ? *p.pos_dev : 0) + t;
   const int pairs = p.rope_dims / 2;
   float* qt = q + static_cast<int64_t>(t) * p.n_heads * p.head_dim;
   float* kt = k + static_cast<int64_t>(t) * p.n_kv_heads * p.head_dim;

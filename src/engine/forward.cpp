@@ -1,0 +1,164 @@
+// The transformer forward pass, as kernel sequences on the engine's stream. Prefill runs a
+// chunk of tokens with the products on tensor cores; decode runs one token with fused integer
+// mat-vecs and is captured once as a CUDA graph (its inputs live in ws_.step).
+#include <vector>
+
+#include "common/cuda_check.h"
+#include "engine/engine.h"
+
+namespace orcd {
+
+void InferenceEngine::prefill_linear(const QMatrix& w, const float* x, const __half* x16, int n, float* out, bool accumulate) {
+  if (x16) {
+    gemm_->run(w, x16, n, out, accumulate, ws_.w16.as<__half>());
+    return;
+  }
+  if (!accumulate) {
+    launch_matmul(w, x, n, out, stream_);
+    return;
+  }
+  float* tmp = ws_.xb.as<float>();  // free while the residual products run
+  launch_matmul(w, x, n, tmp, stream_);
+  launch_add(out, tmp, static_cast<int64_t>(n) * w.rows, stream_);
+}
+
+void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos) {
+  const ModelConfig& c = cfg_;
+  cudaStream_t s = stream_;
+  float *x = ws_.x.as<float>(), *xb = ws_.xb.as<float>(), *q = ws_.q.as<float>(), *att = ws_.att.as<float>();
+  float *k = ws_.k.as<float>(), *v = ws_.v.as<float>(), *hb = ws_.hb.as<float>(), *hb2 = ws_.hb2.as<float>();
+  CUDA_CHECK(cudaMemcpyAsync(ws_.ids.get(), tokens, n * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  launch_get_rows(weights_.tok_embd, ws_.ids.as<int32_t>(), n, x, s);
+
+  const bool tensor_cores = gemm_ && n >= kGemmMinTokens;
+  auto as_half = [&](const float* in, int cols) -> const __half* {
+    if (!tensor_cores) return nullptr;
+    launch_to_half(in, ws_.x16.as<__half>(), static_cast<int64_t>(n) * cols, s);
+    return ws_.x16.as<__half>();
+  };
+  const RopeParams rope{c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dims, c.rope_base, c.rope_freq_scale, c.rope_neox,
+                        weights_.rope_freqs};
+  const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, start_pos, n};
+  const size_t layer_kv = static_cast<size_t>(n_ctx_) * c.kv_dim();
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = weights_.layers[l];
+    __half* kc = k_cache_.as<__half>() + l * layer_kv;
+    __half* vc = v_cache_.as<__half>() + l * layer_kv;
+    launch_rmsnorm(x, L.attn_norm, xb, n, c.n_embd, c.rms_eps, s);
+    const __half* h = as_half(xb, c.n_embd);
+    prefill_linear(L.wq, xb, h, n, q, false);
+    prefill_linear(L.wk, xb, h, n, k, false);
+    prefill_linear(L.wv, xb, h, n, v, false);
+    if (L.bq) {
+      launch_add_bias(q, L.bq, n, c.q_dim(), s);
+      launch_add_bias(k, L.bk, n, c.kv_dim(), s);
+      launch_add_bias(v, L.bv, n, c.kv_dim(), s);
+    }
+    launch_rope_store_kv(q, k, v, kc, vc, n, start_pos, rope, s);
+    launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s);
+    prefill_linear(L.wo, att, as_half(att, c.q_dim()), n, x, true);
+
+    launch_rmsnorm(x, L.ffn_norm, xb, n, c.n_embd, c.rms_eps, s);
+    h = as_half(xb, c.n_embd);
+    prefill_linear(L.w_gate, xb, h, n, hb, false);
+    prefill_linear(L.w_up, xb, h, n, hb2, false);
+    launch_swiglu(hb, hb2, hb, static_cast<int64_t>(n) * c.n_ff, s);
+    prefill_linear(L.w_down, hb, as_half(hb, c.n_ff), n, x, true);
+  }
+  // Only the last token's logits are needed: the same path as a decode step's.
+  float* last = ws_.last_hidden.as<float>();
+  const bool q8 = decode_norm(x + static_cast<size_t>(n - 1) * c.n_embd, weights_.output_norm, last);
+  const MatvecJob head{weights_.output, ws_.logits.as<float>()};
+  decode_linear(std::span(&head, 1), last, q8, MatvecMode::store);
+}
+
+bool InferenceEngine::decode_norm(const float* x, const float* weight, float* out) {
+  const int dim = cfg_.n_embd;
+  if (dim % 32 != 0) {
+    launch_rmsnorm(x, weight, out, 1, dim, cfg_.rms_eps, stream_);
+    return false;
+  }
+  launch_rmsnorm_quant(x, weight, out, q8act_view(ws_.xq.get(), dim), dim, cfg_.rms_eps, stream_);
+  return true;
+}
+
+void InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode) {
+  cudaStream_t s = stream_;
+  const int64_t cols = jobs[0].w.cols;
+  const Q8Act xq = q8act_view(ws_.xq.get(), cols);
+  auto quantized = [&] {
+    if (!x_quantized) launch_quantize_act(x, cols, xq, s);
+    x_quantized = true;
+    return xq;
+  };
+  bool uniform = true;
+  for (const MatvecJob& j : jobs) uniform &= matvec_q8_supports(j.w) && j.w.type == jobs[0].w.type;
+  if (uniform) {
+    launch_matvec_q8(jobs, quantized(), mode, s);
+    return;
+  }
+  if (mode == MatvecMode::swiglu) {  // gate and up of different types: one at a time, then the product
+    float* up = ws_.hb2.as<float>();
+    const MatvecJob parts[2] = {{jobs[0].w, jobs[0].out}, {jobs[1].w, up}};
+    for (const MatvecJob& p : parts) decode_linear(std::span(&p, 1), x, x_quantized, MatvecMode::store);
+    launch_swiglu(jobs[0].out, up, jobs[0].out, jobs[0].w.rows, s);
+    return;
+  }
+  // Runs of supported matrices of one type share a launch; the rest take the float matmul.
+  for (size_t i = 0; i < jobs.size();) {
+    const QMatrix& w = jobs[i].w;
+    if (matvec_q8_supports(w)) {
+      size_t e = i + 1;
+      while (e < jobs.size() && matvec_q8_supports(jobs[e].w) && jobs[e].w.type == w.type) ++e;
+      launch_matvec_q8(jobs.subspan(i, e - i), quantized(), mode, s);
+      i = e;
+      continue;
+    }
+    float* dst = mode == MatvecMode::accumulate ? ws_.hb2.as<float>() : jobs[i].out;
+    launch_matmul(w, x, 1, dst, s);
+    if (jobs[i].bias) launch_add_bias(dst, jobs[i].bias, 1, static_cast<int>(w.rows), s);
+    if (mode == MatvecMode::accumulate) launch_add(jobs[i].out, dst, w.rows, s);
+    ++i;
+  }
+}
+
+void InferenceEngine::decode_step() {
+  const ModelConfig& c = cfg_;
+  cudaStream_t s = stream_;
+  float *x = ws_.x.as<float>(), *xb = ws_.xb.as<float>(), *q = ws_.q.as<float>(), *att = ws_.att.as<float>();
+  float *k = ws_.k.as<float>(), *v = ws_.v.as<float>(), *hb = ws_.hb.as<float>();
+  const int32_t* token = ws_.step.as<int32_t>();
+  const int32_t* pos = token + 1;
+  launch_get_rows(weights_.tok_embd, token, 1, x, s);
+
+  RopeParams rope{c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dims, c.rope_base, c.rope_freq_scale, c.rope_neox, weights_.rope_freqs};
+  rope.pos_dev = pos;
+  AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, 0, 1};
+  ap.pos_dev = pos;
+  ap.max_ctx = n_ctx_;
+  const size_t layer_kv = static_cast<size_t>(n_ctx_) * c.kv_dim();
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = weights_.layers[l];
+    __half* kc = k_cache_.as<__half>() + l * layer_kv;
+    __half* vc = v_cache_.as<__half>() + l * layer_kv;
+    bool q8 = decode_norm(x, L.attn_norm, xb);
+    const MatvecJob qkv[3] = {{L.wq, q, L.bq}, {L.wk, k, L.bk}, {L.wv, v, L.bv}};
+    decode_linear(qkv, xb, q8, MatvecMode::store);
+    launch_rope_store_kv(q, k, v, kc, vc, 1, 0, rope, s);
+    launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s);
+    const MatvecJob wo{L.wo, x};
+    decode_linear(std::span(&wo, 1), att, false, MatvecMode::accumulate);
+
+    q8 = decode_norm(x, L.ffn_norm, xb);
+    const MatvecJob ffn[2] = {{L.w_gate, hb}, {L.w_up, nullptr}};
+    decode_linear(ffn, xb, q8, MatvecMode::swiglu);
+    const MatvecJob down{L.w_down, x};
+    decode_linear(std::span(&down, 1), hb, false, MatvecMode::accumulate);
+  }
+  float* last = ws_.last_hidden.as<float>();
+  const bool q8 = decode_norm(x, weights_.output_norm, last);
+  const MatvecJob head{weights_.output, ws_.logits.as<float>()};
+  decode_linear(std::span(&head, 1), last, q8, MatvecMode::store);
+}
+
+}  // namespace orcd

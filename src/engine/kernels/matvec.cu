@@ -1,0 +1,286 @@
+// Decode-time matrix-vector products with integer dot products (dp4a). The activation vector is
+// quantized once per token (Q8Act: two int8 planes per 32-element block, about 15 bits), the
+// weights stay in their GGML blocks, and each warp walks one row with several lanes per block,
+// summing exact integers per sub-block before one float multiply with the scales. Up to three
+// matrices of one type and width (q/k/v, or gate/up) share a launch.
+#include "common/cuda_check.h"
+#include "engine/kernels/common.cuh"
+#include "engine/kernels/kernels.h"
+#include "engine/kernels/quant.cuh"
+
+namespace orcd {
+namespace {
+
+using kern::kWarp;
+constexpr int kRowsPerBlock = 4;
+constexpr int kLoScale = 254;  // x = scale * (254 * hi + lo): lo carries the remainder of hi
+
+// 32 bits from a 2-byte-aligned address (most GGML blocks have odd sizes in 4-byte units).
+__device__ __forceinline__ int ld_i32_a2(const uint8_t* p) {
+  const auto* h = reinterpret_cast<const uint16_t*>(p);
+  return static_cast<int>(static_cast<uint32_t>(h[0]) | (static_cast<uint32_t>(h[1]) << 16));
+}
+__device__ __forceinline__ int ld_i32(const int8_t* p) { return *reinterpret_cast<const int*>(p); }
+
+// Bits 0..3 of b moved to bit 4 of bytes 0..3 (the fifth bit of four 5-bit quants).
+__device__ __forceinline__ int spread4(uint32_t b) { return static_cast<int>(((b * 0x00204081u) & 0x01010101u) << 4); }
+
+// Integer sums of four signed bytes of weights times both activation planes.
+struct Acc {
+  int hi = 0, lo = 0;
+  __device__ __forceinline__ void add(int q, const int8_t* h, const int8_t* l) {
+    hi = __dp4a(q, ld_i32(h), hi);
+    lo = __dp4a(q, ld_i32(l), lo);
+  }
+  __device__ __forceinline__ float value() const { return static_cast<float>(kLoScale * hi + lo); }
+};
+
+// Each format: kElems per block, kBytes per block, kLanes cooperating on one block, and the
+// lane's share of the dot product. xh/xl/xs point at the block's first activation / scale.
+struct MvQ8_0 {
+  static constexpr int kElems = 32, kBytes = 34, kLanes = 4;
+  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
+    Acc a;
+    a.add(ld_i32_a2(b + 2 + 8 * u), xh + 8 * u, xl + 8 * u);
+    a.add(ld_i32_a2(b + 6 + 8 * u), xh + 8 * u + 4, xl + 8 * u + 4);
+    return kern::ld_half(b) * xs[0] * a.value();
+  }
+};
+
+struct MvQ4_0 {
+  static constexpr int kElems = 32, kBytes = 18, kLanes = 4;
+  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
+    const int q = ld_i32_a2(b + 2 + 4 * u);
+    Acc a;
+    a.add(__vsub4(q & 0x0F0F0F0F, 0x08080808), xh + 4 * u, xl + 4 * u);
+    a.add(__vsub4((q >> 4) & 0x0F0F0F0F, 0x08080808), xh + 16 + 4 * u, xl + 16 + 4 * u);
+    return kern::ld_half(b) * xs[0] * a.value();
+  }
+};
+
+struct MvQ5_0 {
+  static constexpr int kElems = 32, kBytes = 22, kLanes = 4;
+  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
+    const auto qh = static_cast<uint32_t>(ld_i32_a2(b + 2));
+    const int q = ld_i32_a2(b + 6 + 4 * u);
+    Acc a;
+    a.add(__vsub4((q & 0x0F0F0F0F) | spread4((qh >> (4 * u)) & 0xF), 0x10101010), xh + 4 * u, xl + 4 * u);
+    a.add(__vsub4(((q >> 4) & 0x0F0F0F0F) | spread4((qh >> (16 + 4 * u)) & 0xF), 0x10101010), xh + 16 + 4 * u, xl + 16 + 4 * u);
+    return kern::ld_half(b) * xs[0] * a.value();
+  }
+};
+
+// Q4_K / Q5_K: lane u takes 16 bytes of quants of the pair of sub-blocks (2p, 2p+1), p = u / 2:
+// their elements l0..l0+15 in the low nibbles (2p) and the high nibbles (2p+1).
+template <bool kFive>
+struct MvQK {
+  static constexpr int kElems = 256, kBytes = kFive ? 176 : 144, kLanes = 8;
+  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
+    const int p = u >> 1, l0 = 16 * (u & 1);
+    const uint4 qv = *reinterpret_cast<const uint4*>(b + (kFive ? 48 : 16) + 32 * p + l0);
+    const int qs[4] = {static_cast<int>(qv.x), static_cast<int>(qv.y), static_cast<int>(qv.z), static_cast<int>(qv.w)};
+    int hs[4] = {};
+    if constexpr (kFive) {
+      const uint4 hv = *reinterpret_cast<const uint4*>(b + 16 + l0);
+      hs[0] = static_cast<int>(hv.x), hs[1] = static_cast<int>(hv.y), hs[2] = static_cast<int>(hv.z), hs[3] = static_cast<int>(hv.w);
+    }
+    const int8_t *ha = xh + 64 * p + l0, *la = xl + 64 * p + l0;
+    Acc qa, qb, sa, sb;  // quant sums and activation sums (for the mins) of both sub-blocks
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      int lo = qs[i] & 0x0F0F0F0F, hi = (qs[i] >> 4) & 0x0F0F0F0F;
+      if constexpr (kFive) {
+        lo |= ((hs[i] >> (2 * p)) & 0x01010101) << 4;
+        hi |= ((hs[i] >> (2 * p + 1)) & 0x01010101) << 4;
+      }
+      qa.add(lo, ha + 4 * i, la + 4 * i);
+      sa.add(0x01010101, ha + 4 * i, la + 4 * i);
+      qb.add(hi, ha + 32 + 4 * i, la + 32 + 4 * i);
+      sb.add(0x01010101, ha + 32 + 4 * i, la + 32 + 4 * i);
+    }
+    int sca, mna, scb, mnb;
+    kern::k_scale_min(b + 4, 2 * p, sca, mna);
+    kern::k_scale_min(b + 4, 2 * p + 1, scb, mnb);
+    const float d = kern::ld_half(b), dmin = kern::ld_half(b + 2);
+    return xs[2 * p] * (d * sca * qa.value() - dmin * mna * sa.value()) +
+           xs[2 * p + 1] * (d * scb * qb.value() - dmin * mnb * sb.value());
+  }
+};
+
+// Q6_K: lane u takes half h = u / 8 and positions l0..l0+3 (l0 = 4 (u % 8)) of its four
+// 32-element groups k, whose low nibbles sit in two ql words and high bit pairs in one qh word.
+struct MvQ6_K {
+  static constexpr int kElems = 256, kBytes = 210, kLanes = 16;
+  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
+    const int h = u >> 3, l0 = 4 * (u & 7);
+    const int qa = ld_i32_a2(b + 64 * h + l0), qb = ld_i32_a2(b + 64 * h + 32 + l0), qh = ld_i32_a2(b + 128 + 32 * h + l0);
+    const auto* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * h + (l0 >= 16 ? 1 : 0));
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int nib = ((k & 1 ? qb : qa) >> (k >= 2 ? 4 : 0)) & 0x0F0F0F0F;
+      const int q = __vsub4(nib | (((qh >> (2 * k)) & 0x03030303) << 4), 0x20202020);
+      Acc a;
+      const int off = 128 * h + 32 * k + l0;
+      a.add(q, xh + off, xl + off);
+      sum += static_cast<float>(sc[2 * k]) * xs[4 * h + k] * a.value();
+    }
+    return kern::ld_half(b + 208) * sum;
+  }
+};
+
+struct MvJob {
+  const uint8_t* w;
+  size_t row_bytes;
+  int rows;
+  float* out;
+  const float* bias;
+};
+struct MvJobs {
+  MvJob job[3];
+  int n;
+};
+
+template <class T, MatvecMode kMode>
+__global__ void __launch_bounds__(kWarp* kRowsPerBlock)
+    matvec_q8_kernel(MvJobs jobs, const int8_t* __restrict__ xh, const int8_t* __restrict__ xl, const float* __restrict__ xs, int cols) {
+  int r = blockIdx.x * kRowsPerBlock + threadIdx.y;
+  MvJob J = jobs.job[0];  // constant indices only: a dynamic one would copy the parameters to the stack
+  if constexpr (kMode != MatvecMode::swiglu) {
+    if (r >= J.rows && jobs.n > 1) {
+      r -= J.rows;
+      J = jobs.job[1];
+      if (r >= J.rows && jobs.n > 2) {
+        r -= J.rows;
+        J = jobs.job[2];
+      }
+    }
+  }
+  if (r >= J.rows) return;
+  const int lane = threadIdx.x, u = lane % T::kLanes;
+  constexpr int kStep = kWarp / T::kLanes;
+  const int nb = cols / T::kElems;
+  const uint8_t* row = J.w + static_cast<size_t>(r) * J.row_bytes;
+  const uint8_t* row2 = kMode == MatvecMode::swiglu ? jobs.job[1].w + static_cast<size_t>(r) * jobs.job[1].row_bytes : nullptr;
+  float acc = 0.0f, acc2 = 0.0f;
+  for (int b = lane / T::kLanes; b < nb; b += kStep) {
+    const int e = b * T::kElems;
+    acc += T::dot(row + static_cast<size_t>(b) * T::kBytes, u, xh + e, xl + e, xs + e / 32);
+    if constexpr (kMode == MatvecMode::swiglu) acc2 += T::dot(row2 + static_cast<size_t>(b) * T::kBytes, u, xh + e, xl + e, xs + e / 32);
+  }
+  acc = kern::warp_sum(acc);
+  if constexpr (kMode == MatvecMode::swiglu) acc2 = kern::warp_sum(acc2);
+  if (lane != 0) return;
+  if (J.bias) acc += J.bias[r];
+  if constexpr (kMode == MatvecMode::accumulate) J.out[r] += acc;
+  else if constexpr (kMode == MatvecMode::swiglu) J.out[r] = acc / (1.0f + expf(-acc)) * acc2;
+  else J.out[r] = acc;
+}
+
+// One warp per 32-element block of x.
+__device__ __forceinline__ void quantize_lane(float v, int64_t i, const Q8Act& q) {
+  const float amax = kern::warp_max(fabsf(v));
+  const float s = amax / 127.0f;
+  const float y = s > 0.0f ? v / s : 0.0f;
+  const float h = rintf(y);
+  q.hi[i] = static_cast<int8_t>(h);
+  q.lo[i] = static_cast<int8_t>(rintf((y - h) * kLoScale));
+  if (i % 32 == 0) q.scale[i / 32] = s / kLoScale;
+}
+
+__global__ void quantize_act_kernel(const float* __restrict__ x, int64_t n, Q8Act q) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) quantize_lane(x[i], i, q);  // n % 32 == 0: whole warps stay together
+}
+
+// RMSNorm of one row, written as floats and quantized.
+__global__ void rmsnorm_quant_kernel(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ out, Q8Act q, int dim,
+                                     float eps) {
+  __shared__ float scratch[32];
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[i] * x[i];
+  ss = kern::block_sum(ss, scratch);
+  const float inv = rsqrtf(ss / dim + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {  // blockDim.x % 32 == 0 and dim % 32 == 0
+    const float v = x[i] * inv * w[i];
+    out[i] = v;
+    quantize_lane(v, i, q);
+  }
+}
+
+template <typename F>
+bool dispatch_q8(GgmlType t, F&& f) {
+  switch (t) {
+    case GgmlType::Q8_0: f.template operator()<MvQ8_0>(); return true;
+    case GgmlType::Q4_0: f.template operator()<MvQ4_0>(); return true;
+    case GgmlType::Q5_0: f.template operator()<MvQ5_0>(); return true;
+    case GgmlType::Q4_K: f.template operator()<MvQK<false>>(); return true;
+    case GgmlType::Q5_K: f.template operator()<MvQK<true>>(); return true;
+    case GgmlType::Q6_K: f.template operator()<MvQ6_K>(); return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+bool matvec_q8_supports(const QMatrix& w) {
+  int elems = 0;
+  bool aligned16 = false;
+  dispatch_q8(w.type, [&]<class T>() {
+    elems = T::kElems;
+    aligned16 = T::kBytes % 16 == 0;
+  });
+  if (elems == 0 || w.cols % elems != 0 || w.rows > (1 << 30)) return false;
+  // The K-quant lanes read their quants with 16-byte loads.
+  return !aligned16 || (reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && w.row_bytes % 16 == 0);
+}
+
+size_t q8act_bytes(int64_t n) { return static_cast<size_t>(n) * 2 + static_cast<size_t>(n / 32) * 4; }
+
+Q8Act q8act_view(void* base, int64_t n) {
+  auto* p = static_cast<int8_t*>(base);
+  return {p, p + n, reinterpret_cast<float*>(p + 2 * n)};
+}
+
+void launch_quantize_act(const float* x, int64_t n, const Q8Act& q, cudaStream_t stream) {
+  if (n % 32 != 0) throw std::invalid_argument("quantize_act: length " + std::to_string(n) + " is not a multiple of 32");
+  quantize_act_kernel<<<kern::ceil_div(n, 256), 256, 0, stream>>>(x, n, q);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_rmsnorm_quant(const float* x, const float* weight, float* out, const Q8Act& q, int dim, float eps, cudaStream_t stream) {
+  if (dim % 32 != 0) throw std::invalid_argument("rmsnorm_quant: dim " + std::to_string(dim) + " is not a multiple of 32");
+  rmsnorm_quant_kernel<<<1, 256, 0, stream>>>(x, weight, out, q, dim, eps);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream) {
+  if (jobs.empty() || jobs.size() > 3) throw std::invalid_argument("matvec_q8: 1 to 3 matrices per launch");
+  if (mode == MatvecMode::swiglu && (jobs.size() != 2 || jobs[0].w.rows != jobs[1].w.rows))
+    throw std::invalid_argument("matvec_q8: swiglu takes a gate and an up matrix of equal rows");
+  MvJobs p{};
+  int64_t rows = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const QMatrix& w = jobs[i].w;
+    if (w.type != jobs[0].w.type || w.cols != jobs[0].w.cols || !matvec_q8_supports(w))
+      throw std::invalid_argument("matvec_q8: matrices of one launch must share a supported type and width");
+    p.job[i] = {static_cast<const uint8_t*>(w.data), w.row_bytes, static_cast<int>(w.rows), jobs[i].out, jobs[i].bias};
+    rows += w.rows;
+  }
+  p.n = static_cast<int>(jobs.size());
+  if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
+  const dim3 block(kWarp, kRowsPerBlock), grid(kern::ceil_div(rows, kRowsPerBlock));
+  const int cols = static_cast<int>(jobs[0].w.cols);
+  dispatch_q8(jobs[0].w.type, [&]<class T>() {
+    switch (mode) {
+      case MatvecMode::store: matvec_q8_kernel<T, MatvecMode::store><<<grid, block, 0, stream>>>(p, x.hi, x.lo, x.scale, cols); break;
+      case MatvecMode::accumulate:
+        matvec_q8_kernel<T, MatvecMode::accumulate><<<grid, block, 0, stream>>>(p, x.hi, x.lo, x.scale, cols);
+        break;
+      case MatvecMode::swiglu: matvec_q8_kernel<T, MatvecMode::swiglu><<<grid, block, 0, stream>>>(p, x.hi, x.lo, x.scale, cols); break;
+    }
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace orcd
