@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .carry && mkdir -p .carry/lib .carry/build/tests .carry/testdata
 cp build/worker-orcd build/CTestTestfile.cmake .carry/build/
-cp build/tests/test_* build/tests/vram_hog build/tests/CTestTestfile.cmake .carry/build/tests/ 2>/dev/null || true
+# GPU-labelled test binaries only (the CPU ones run here and in CI), stripped: the carry is capped at 64 MiB.
+cp build/tests/test_*_gpu build/tests/*.cmake build/tests/vram_hog .carry/build/tests/ 2>/dev/null || true
+for f in .carry/build/worker-orcd .carry/build/tests/test_*_gpu .carry/build/tests/vram_hog; do strip --strip-unneeded "$f"; done
 [ -d build/bench ] && cp -r build/bench .carry/build/ 2>/dev/null || true
 for bin in .carry/build/worker-orcd .carry/build/tests/test_*; do
   [ -x "$bin" ] || continue

@@ -64,8 +64,10 @@ class InferenceEngine {
   void decode_step();  // one token, inputs in ws_.step; captured as a graph
   void capture_decode_graph();
   // Decode: y (+)= W x through the integer mat-vec where the types allow, else the float matmul.
-  // `x_quantized`: ws_.xq already holds x.
-  void decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode);
+  // `x_quantized`: the quantized buffer (xq_buffer, default ws_.xq) already holds x. Returns
+  // true when the swiglu product was also quantized into out_q (a fused launch).
+  bool decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode, const Q8Act* out_q = nullptr,
+                     void* xq_buffer = nullptr);
   bool decode_norm(const float* x, const float* weight, float* out);  // true: ws_.xq holds the result too
   // Prefill: out (+)= W x for n tokens; x16 (x as f16) selects the tensor-core path.
   void prefill_linear(const QMatrix& w, const float* x, const __half* x16, int n, float* out, bool accumulate);
@@ -83,7 +85,7 @@ class InferenceEngine {
   DeviceBuffer k_cache_, v_cache_;
   struct Workspace {
     DeviceBuffer x, xb, q, att, k, v, hb, hb2, att_scratch, ids, history, logits, last_hidden, token;
-    DeviceBuffer xq, step, x16, w16, gemm;
+    DeviceBuffer xq, hq, step, x16, w16, gemm;
   } ws_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<TensorCoreGemm> gemm_;  // null when prefill chunks are too short to use it

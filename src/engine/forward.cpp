@@ -74,7 +74,7 @@ void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos)
 
 bool InferenceEngine::decode_norm(const float* x, const float* weight, float* out) {
   const int dim = cfg_.n_embd;
-  if (dim % 32 != 0) {
+  if (dim % 32 != 0 || dim > 8192) {
     launch_rmsnorm(x, weight, out, 1, dim, cfg_.rms_eps, stream_);
     return false;
   }
@@ -82,10 +82,11 @@ bool InferenceEngine::decode_norm(const float* x, const float* weight, float* ou
   return true;
 }
 
-void InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode) {
+bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode,
+                                    const Q8Act* out_q, void* xq_buffer) {
   cudaStream_t s = stream_;
   const int64_t cols = jobs[0].w.cols;
-  const Q8Act xq = q8act_view(ws_.xq.get(), cols);
+  const Q8Act xq = q8act_view(xq_buffer ? xq_buffer : ws_.xq.get(), cols);
   auto quantized = [&] {
     if (!x_quantized) launch_quantize_act(x, cols, xq, s);
     x_quantized = true;
@@ -94,15 +95,16 @@ void InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float
   bool uniform = true;
   for (const MatvecJob& j : jobs) uniform &= matvec_q8_supports(j.w) && j.w.type == jobs[0].w.type;
   if (uniform) {
-    launch_matvec_q8(jobs, quantized(), mode, s);
-    return;
+    const bool fuse = out_q && mode == MatvecMode::swiglu && jobs[0].w.rows % 32 == 0;
+    launch_matvec_q8(jobs, quantized(), mode, s, fuse ? out_q : nullptr);
+    return fuse;
   }
   if (mode == MatvecMode::swiglu) {  // gate and up of different types: one at a time, then the product
     float* up = ws_.hb2.as<float>();
     const MatvecJob parts[2] = {{jobs[0].w, jobs[0].out}, {jobs[1].w, up}};
-    for (const MatvecJob& p : parts) decode_linear(std::span(&p, 1), x, x_quantized, MatvecMode::store);
+    for (const MatvecJob& p : parts) decode_linear(std::span(&p, 1), x, x_quantized, MatvecMode::store, nullptr, xq_buffer);
     launch_swiglu(jobs[0].out, up, jobs[0].out, jobs[0].w.rows, s);
-    return;
+    return false;
   }
   // Runs of supported matrices of one type share a launch; the rest take the float matmul.
   for (size_t i = 0; i < jobs.size();) {
@@ -120,6 +122,7 @@ void InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float
     if (mode == MatvecMode::accumulate) launch_add(jobs[i].out, dst, w.rows, s);
     ++i;
   }
+  return false;
 }
 
 void InferenceEngine::decode_step() {
@@ -145,15 +148,19 @@ void InferenceEngine::decode_step() {
     const MatvecJob qkv[3] = {{L.wq, q, L.bq}, {L.wk, k, L.bk}, {L.wv, v, L.bv}};
     decode_linear(qkv, xb, q8, MatvecMode::store);
     launch_rope_store_kv(q, k, v, kc, vc, 1, 0, rope, s);
-    launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s);
+    // The attention output and the SwiGLU product come out already quantized for the next product.
+    const Q8Act att_q = q8act_view(ws_.xq.get(), c.q_dim());
+    const bool att_q8 = c.head_dim % 32 == 0;
+    launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s, att_q8 ? &att_q : nullptr);
     const MatvecJob wo{L.wo, x};
-    decode_linear(std::span(&wo, 1), att, false, MatvecMode::accumulate);
+    decode_linear(std::span(&wo, 1), att, att_q8, MatvecMode::accumulate);
 
     q8 = decode_norm(x, L.ffn_norm, xb);
     const MatvecJob ffn[2] = {{L.w_gate, hb}, {L.w_up, nullptr}};
-    decode_linear(ffn, xb, q8, MatvecMode::swiglu);
+    const Q8Act h_q = q8act_view(ws_.hq.get(), c.n_ff);
+    const bool h_q8 = decode_linear(ffn, xb, q8, MatvecMode::swiglu, &h_q);
     const MatvecJob down{L.w_down, x};
-    decode_linear(std::span(&down, 1), hb, false, MatvecMode::accumulate);
+    decode_linear(std::span(&down, 1), hb, h_q8, MatvecMode::accumulate, nullptr, h_q8 ? ws_.hq.get() : nullptr);
   }
   float* last = ws_.last_hidden.as<float>();
   const bool q8 = decode_norm(x, weights_.output_norm, last);

@@ -30,6 +30,7 @@ constexpr uint64_t kCublasWorkspaceBytes = 32ull << 20;  // cuBLAS's recommendat
 struct WorkspaceSizes {
   uint64_t x, xb, q, att, k, v, hb, hb2, att_scratch, ids, history;
   uint64_t xq;    // one token's quantized activations (integer mat-vec)
+  uint64_t hq;    // the quantized SwiGLU product, written while xq is still being read
   uint64_t step;  // the decode graph's inputs: token id and position
   uint64_t x16, w16, gemm;  // tensor-core prefill: f16 activations, one f16 matrix, cuBLAS workspace (0 when unused)
   uint64_t total_padded() const;

@@ -188,8 +188,22 @@ std::vector<double> product64(GgmlType t, const std::vector<uint8_t>& w, int64_t
 }
 }  // namespace
 
-// The activation format keeps about 15 bits, so the integer mat-vec is held to 5e-5 relative
-// error against float64 (the float matmul's bar is 1e-5).
+// A Q8Act buffer dequantizes to `want` within 1/64516 of each 32-block's largest magnitude.
+void expect_q8_holds(const std::vector<int8_t>& bytes, const std::vector<float>& want) {
+  const size_t n = want.size();
+  for (size_t b = 0; b < n / 32; ++b) {
+    float scale;
+    std::memcpy(&scale, bytes.data() + 2 * n + 4 * b, 4);
+    double amax = 0;
+    for (size_t i = 32 * b; i < 32 * b + 32; ++i) amax = std::max(amax, std::abs(static_cast<double>(want[i])));
+    for (size_t i = 32 * b; i < 32 * b + 32; ++i)
+      ASSERT_LE(std::abs(scale * (254.0 * bytes[i] + bytes[n + i]) - want[i]), amax / 64516 * 1.01 + 1e-30) << "element " << i;
+  }
+}
+
+// The activation format keeps about 15 bits: with x uniform in [-3, 3] the rounding error is
+// about 1.6e-5 of x's rms, so the integer mat-vec is held to 1e-4 relative error against float64
+// (a 5-row product fluctuates around that mean; the float matmul's bar is 1e-5).
 TEST(KernelsGpu, IntegerMatvecMatchesFloat64InEveryMode) {
   ORCD_REQUIRE_GPU();
   Gpu g;
@@ -220,7 +234,7 @@ TEST(KernelsGpu, IntegerMatvecMatchesFloat64InEveryMode) {
       auto want = product64(t, host[i], rows[i], cols, x);
       if (i == 1)
         for (int64_t r = 0; r < rows[1]; ++r) want[r] += bias[r];
-      EXPECT_LT(rel_err(g.download<float>(outs[i], rows[i]), want), 5e-5) << "store, matrix " << i;
+      EXPECT_LT(rel_err(g.download<float>(outs[i], rows[i]), want), 1e-4) << "store, matrix " << i;
     }
     // Accumulate: out += W x onto random contents.
     const auto base = random_floats(rows[0], -5, 5);
@@ -229,7 +243,7 @@ TEST(KernelsGpu, IntegerMatvecMatchesFloat64InEveryMode) {
     launch_matvec_q8(std::span(&one, 1), xq, MatvecMode::accumulate, nullptr);
     auto want = product64(t, host[0], rows[0], cols, x);
     for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
-    EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), 5e-5) << "accumulate";
+    EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), 1e-4) << "accumulate";
     // SwiGLU of two matrices of equal rows.
     auto up_host = random_blocks(t, rows[0], cols);
     auto up = g.upload(up_host);
@@ -239,7 +253,22 @@ TEST(KernelsGpu, IntegerMatvecMatchesFloat64InEveryMode) {
     const auto gate = product64(t, host[0], rows[0], cols, x), upv = product64(t, up_host, rows[0], cols, x);
     std::vector<double> sw(rows[0]);
     for (int64_t r = 0; r < rows[0]; ++r) sw[r] = gate[r] / (1 + std::exp(-gate[r])) * upv[r];
-    EXPECT_LT(rel_err(g.download<float>(h, rows[0]), sw), 5e-5) << "swiglu";
+    EXPECT_LT(rel_err(g.download<float>(h, rows[0]), sw), 1e-4) << "swiglu";
+    // SwiGLU that also quantizes its 64 outputs for the next product.
+    const int64_t R = 64;
+    const auto g_host = random_blocks(t, R, cols), u_host = random_blocks(t, R, cols);
+    auto gd = g.upload(g_host), ud = g.upload(u_host);
+    auto h64 = g.poisoned(R);
+    auto hq_buf = g.alloc.alloc(q8act_bytes(R), VramPurpose::workspace, "q8 out");
+    const Q8Act hq = q8act_view(hq_buf.get(), R);
+    const MatvecJob pair64[2] = {{as_matrix(gd, t, R, cols), h64.as<float>()}, {as_matrix(ud, t, R, cols), nullptr}};
+    launch_matvec_q8(pair64, xq, MatvecMode::swiglu, nullptr, &hq);
+    const auto g64 = product64(t, g_host, R, cols, x), u64 = product64(t, u_host, R, cols, x);
+    std::vector<double> sw64(R);
+    for (int64_t r = 0; r < R; ++r) sw64[r] = g64[r] / (1 + std::exp(-g64[r])) * u64[r];
+    const auto got64 = g.download<float>(h64, R);
+    EXPECT_LT(rel_err(got64, sw64), 1e-4) << "swiglu with quantized output";
+    expect_q8_holds(g.download<int8_t>(hq_buf, q8act_bytes(R)), got64);
   }
 }
 
@@ -390,7 +419,7 @@ TEST(KernelsGpu, AttentionMatchesFloat64) {
   struct Case { int H, KVH, hd, start, n, ctx; };
   // Prefill from 0, a prefill chunk mid-sequence, decode at depth (many splits), odd dims.
   for (const Case cs : {Case{6, 2, 64, 0, 37, 64}, Case{6, 2, 64, 300, 20, 400}, Case{14, 2, 64, 1500, 1, 1600},
-                        Case{3, 3, 80, 0, 9, 16}, Case{8, 1, 128, 4000, 2, 4096}}) {
+                        Case{3, 3, 80, 0, 9, 16}, Case{8, 1, 128, 4000, 2, 4096}, Case{32, 8, 128, 700, 1, 1024}}) {
    for (const bool on_device : {false, true}) {  // position from the host, or read on the device (graph replays)
     Gpu g;
     const int kv_dim = cs.KVH * cs.hd;
@@ -404,8 +433,13 @@ TEST(KernelsGpu, AttentionMatchesFloat64) {
     AttentionParams p{cs.H, cs.KVH, cs.hd, cs.start, cs.n};
     auto pos = g.upload(std::vector<int32_t>{cs.start});
     if (on_device) p.start_pos = 0, p.pos_dev = pos.as<int32_t>(), p.max_ctx = cs.ctx;
-    launch_attention(qd.as<float>(), kd.as<__half>(), vd.as<__half>(), out.as<float>(), scratch.as<float>(), p, nullptr);
+    auto aq_buf = g.alloc.alloc(q8act_bytes(cs.H * cs.hd), VramPurpose::workspace, "q8 out");
+    const Q8Act aq = q8act_view(aq_buf.get(), cs.H * cs.hd);
+    const bool quantized = cs.n == 1 && cs.hd % 32 == 0;  // decode: the output is also quantized for the next product
+    launch_attention(qd.as<float>(), kd.as<__half>(), vd.as<__half>(), out.as<float>(), scratch.as<float>(), p, nullptr,
+                     quantized ? &aq : nullptr);
     const auto got = g.download<float>(out, cs.n * cs.H * cs.hd);
+    if (quantized) expect_q8_holds(g.download<int8_t>(aq_buf, q8act_bytes(cs.H * cs.hd)), got);
     std::vector<double> want;
     for (int t = 0; t < cs.n; ++t)
       for (int h = 0; h < cs.H; ++h) {

@@ -9,6 +9,8 @@
 #include "common/cuda_check.h"
 #include "engine/kernels/common.cuh"
 #include "engine/kernels/kernels.h"
+#include "engine/kernels/launch.cuh"
+#include "engine/kernels/q8act.cuh"
 
 namespace orcd {
 namespace {
@@ -21,6 +23,7 @@ constexpr int kMaxSplits = 32;
 constexpr int kMaxDecodeSplits = 128;
 constexpr int kDecodeGranule = 32;  // a decode split covers a multiple of this many positions
 constexpr int kMaxGroup = 8;        // query heads per KV head the decode kernel holds in registers
+static_assert(kMaxDecodeSplits >= kMaxSplits);
 
 __device__ __forceinline__ int start_of(const AttentionParams& p) { return p.start_pos + (p.pos_dev ? *p.pos_dev : 0); }
 
@@ -92,14 +95,16 @@ __global__ void attention_split_kernel(const float* __restrict__ q, const __half
   }
 }
 
-// One query token. Lane i holds dims [i * D/32, (i+1) * D/32) of every query head of the group;
-// each warp runs its own online softmax over every 4th position of the split (loading the next
-// row while scoring this one) and the warps merge through shared memory.
+// One query token. Each warp takes 32 positions at a time, a lane per position: the lane scores
+// its K row against every query head of the group (queries broadcast from shared memory), the
+// warp updates its online softmax once per 32 positions, then walks the 32 V rows with each lane
+// holding D/32 dims. The warps merge through shared memory at the end.
 template <int D>
 __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float* __restrict__ q, const __half* __restrict__ kc,
                                                                     const __half* __restrict__ vc, float* __restrict__ partial,
                                                                     AttentionParams p, int n_splits) {
   constexpr int kPer = D / kern::kWarp, kWarps = kThreads / kern::kWarp;
+  __shared__ float qs[kMaxGroup][D];
   __shared__ float sm[kWarps][kMaxGroup][D + 2];
   const int kvh = blockIdx.x, s = blockIdx.y;
   const int G = p.n_heads / p.n_kv_heads;
@@ -109,48 +114,68 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float*
   const int lane = threadIdx.x % kern::kWarp, warp = threadIdx.x / kern::kWarp;
   const int64_t kv_dim = static_cast<int64_t>(p.n_kv_heads) * D;
   const float scale = rsqrtf(static_cast<float>(D));
+  kern::wait_for_producer();
+  kern::allow_consumer();
+  for (int i = threadIdx.x; i < G * D; i += kThreads) qs[i / D][i % D] = q[static_cast<int64_t>(kvh) * G * D + i] * scale;
+  __syncthreads();
 
-  float qr[kMaxGroup][kPer], o[kMaxGroup][kPer], m[kMaxGroup], l[kMaxGroup];
+  float o[kMaxGroup][kPer], m[kMaxGroup], l[kMaxGroup];
 #pragma unroll
   for (int g = 0; g < kMaxGroup; ++g) {
     m[g] = -INFINITY, l[g] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      qr[g][i] = g < G ? q[(kvh * G + g) * D + lane * kPer + i] * scale : 0.0f;
-      o[g][i] = 0.0f;
-    }
+    for (int i = 0; i < kPer; ++i) o[g][i] = 0.0f;
   }
-  auto load = [&](int j, float* kf, float* vf) {
-    const __half* kr = kc + j * kv_dim + kvh * D + lane * kPer;
-    const __half* vr = vc + j * kv_dim + kvh * D + lane * kPer;
+  for (int c = begin + warp * kern::kWarp; c < end; c += kWarps * kern::kWarp) {
+    const int pos = c + lane;
+    const bool valid = pos < end;
+    float sc[kMaxGroup] = {};
+    if (valid) {
+      const uint4* kr = reinterpret_cast<const uint4*>(kc + pos * kv_dim + kvh * D);
 #pragma unroll
-    for (int i = 0; i < kPer; i += 2) {
-      const float2 a = __half22float2(*reinterpret_cast<const __half2*>(kr + i));
-      const float2 b = __half22float2(*reinterpret_cast<const __half2*>(vr + i));
-      kf[i] = a.x, kf[i + 1] = a.y, vf[i] = b.x, vf[i + 1] = b.y;
+      for (int d8 = 0; d8 < D / 8; ++d8) {
+        const uint4 raw = kr[d8];
+        const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float2 kf = __half22float2(h2[k]);
+#pragma unroll
+          for (int g = 0; g < kMaxGroup; ++g)
+            if (g < G) sc[g] += qs[g][8 * d8 + 2 * k] * kf.x + qs[g][8 * d8 + 2 * k + 1] * kf.y;
+        }
+      }
     }
-  };
-  float kn[kPer], vn[kPer];
-  int j = begin + warp;
-  if (j < end) load(j, kn, vn);
-  for (; j < end; j += kWarps) {
-    float kf[kPer], vf[kPer];
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) kf[i] = kn[i], vf[i] = vn[i];
-    if (j + kWarps < end) load(j + kWarps, kn, vn);
+    float pr[kMaxGroup];
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) {
       if (g >= G) break;
-      float dot = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) dot += qr[g][i] * kf[i];
-      dot = kern::warp_sum(dot);
-      const float nm = fmaxf(m[g], dot);
-      const float corr = expf(m[g] - nm), e = expf(dot - nm);
-      l[g] = l[g] * corr + e;
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) o[g][i] = o[g][i] * corr + e * vf[i];
+      const float cm = kern::warp_max(valid ? sc[g] : -INFINITY);
+      const float nm = fmaxf(m[g], cm);
+      const float corr = expf(m[g] - nm);  // 0 while m is still -inf
+      pr[g] = valid ? expf(sc[g] - nm) : 0.0f;
+      l[g] = l[g] * corr + kern::warp_sum(pr[g]);
       m[g] = nm;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) o[g][i] *= corr;
+    }
+    const int n_here = min(kern::kWarp, end - c);
+    const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * kPer;
+#pragma unroll 4
+    for (int j = 0; j < n_here; ++j) {
+      float vf[kPer];
+      const __half2* vr = reinterpret_cast<const __half2*>(vbase + j * kv_dim);
+#pragma unroll
+      for (int i = 0; i < kPer / 2; ++i) {
+        const float2 f = __half22float2(vr[i]);
+        vf[2 * i] = f.x, vf[2 * i + 1] = f.y;
+      }
+#pragma unroll
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= G) break;
+        const float pj = __shfl_sync(0xffffffffu, pr[g], j);
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) o[g][i] += pj * vf[i];
+      }
     }
   }
 #pragma unroll
@@ -176,24 +201,37 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float*
   }
 }
 
-__global__ void attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out, AttentionParams p, int n_splits) {
+// Merges the splits of one (token, head): the splits' weights exp(m_s - M) / L are worked out
+// once in shared memory, then each thread sums its dims. With `q` set (one token, head_dim a
+// multiple of 32, a thread per dim) the output is also quantized for the next mat-vec.
+__global__ void attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out, AttentionParams p, int n_splits, Q8Act q) {
+  __shared__ float wgt[kMaxDecodeSplits];
+  __shared__ float red[32];
+  kern::wait_for_producer();
+  kern::allow_consumer();
   const int h = blockIdx.x, t = blockIdx.y;
   const int hd = p.head_dim;
   const float* base = partial + (static_cast<int64_t>(t) * p.n_heads + h) * n_splits * (hd + 2);
   float m = -INFINITY;
-  for (int s = 0; s < n_splits; ++s) m = fmaxf(m, base[s * (hd + 2)]);
+  for (int s = threadIdx.x; s < n_splits; s += blockDim.x) m = fmaxf(m, base[s * (hd + 2)]);
+  m = kern::block_max(m, red);
   float l = 0.0f;
-  for (int s = 0; s < n_splits; ++s) {
+  for (int s = threadIdx.x; s < n_splits; s += blockDim.x) {
     const float ms = base[s * (hd + 2)];
-    if (ms != -INFINITY) l += base[s * (hd + 2) + 1] * expf(ms - m);
+    const float e = ms == -INFINITY ? 0.0f : expf(ms - m);
+    wgt[s] = e;
+    l += base[s * (hd + 2) + 1] * e;
   }
+  l = kern::block_sum(l, red);  // its barriers also publish wgt[]
+  const float inv_l = 1.0f / l;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float acc = 0.0f;
-    for (int s = 0; s < n_splits; ++s) {
-      const float ms = base[s * (hd + 2)];
-      if (ms != -INFINITY) acc += base[s * (hd + 2) + 2 + d] * expf(ms - m);
-    }
-    out[(static_cast<int64_t>(t) * p.n_heads + h) * hd + d] = acc / l;
+    for (int s = 0; s < n_splits; ++s)
+      if (wgt[s] != 0.0f) acc += base[s * (hd + 2) + 2 + d] * wgt[s];
+    const float o = acc * inv_l;
+    const int64_t i = (static_cast<int64_t>(t) * p.n_heads + h) * hd + d;
+    out[i] = o;
+    if (q.hi) kern::quantize_lane(o, i, q);
   }
 }
 
@@ -229,7 +267,7 @@ size_t attention_scratch_floats(int max_tokens, int n_heads, int head_dim, int m
 }
 
 void launch_attention(const float* q, const __half* k_cache, const __half* v_cache, float* out, float* scratch,
-                      const AttentionParams& p, cudaStream_t stream) {
+                      const AttentionParams& p, cudaStream_t stream, const Q8Act* out_q) {
   if (p.n_tokens == 0) return;
   if (p.head_dim > kMaxHeadDim || p.n_heads % p.n_kv_heads != 0)
     throw std::invalid_argument("attention: head_dim " + std::to_string(p.head_dim) + " or head grouping not supported");
@@ -239,17 +277,19 @@ void launch_attention(const float* q, const __half* k_cache, const __half* v_cac
     splits = choose_decode_splits(p);
     const dim3 grid(p.n_kv_heads, splits);
     switch (p.head_dim) {
-      case 64: attention_decode_kernel<64><<<grid, kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits); break;
-      case 128: attention_decode_kernel<128><<<grid, kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits); break;
-      default: attention_decode_kernel<256><<<grid, kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits); break;
+      case 64: kern::launch_pdl(attention_decode_kernel<64>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
+      case 128: kern::launch_pdl(attention_decode_kernel<128>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
+      default: kern::launch_pdl(attention_decode_kernel<256>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
     }
   } else {
     splits = choose_splits(p);
     attention_split_kernel<<<dim3(p.n_heads, p.n_tokens, splits), kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits);
   }
   CUDA_CHECK_LAUNCH();
-  attention_combine_kernel<<<dim3(p.n_heads, p.n_tokens), 128, 0, stream>>>(scratch, out, p, splits);
-  CUDA_CHECK_LAUNCH();
+  const bool quantize = out_q && p.n_tokens == 1 && p.head_dim % 32 == 0 && p.head_dim <= 1024;
+  const int threads = quantize ? p.head_dim : 128;
+  kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens), threads, 0, stream, scratch, out, p, splits,
+                   quantize ? *out_q : Q8Act{nullptr, nullptr, nullptr});
 }
 
 }  // namespace orcd

@@ -47,3 +47,20 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 __host__ __device__ inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
 }  // namespace orcd::kern
+
+// Programmatic dependent launch (sm_90): kernels of the decode step are launched so that the
+// next one is scheduled while this one runs. A kernel launched that way must call
+// wait_for_producer() before it reads or writes anything the kernels before it touch; it calls
+// allow_consumer() once the next kernel may start being scheduled. Both are no-ops otherwise.
+namespace orcd::kern {
+__device__ __forceinline__ void wait_for_producer() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_consumer() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+}  // namespace orcd::kern

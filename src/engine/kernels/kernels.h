@@ -61,7 +61,9 @@ struct MatvecJob {
   const float* bias = nullptr;
 };
 bool matvec_q8_supports(const QMatrix& w);
-void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream);
+// With out_q (swiglu only, rows % 32 == 0) the products are also quantized into out_q for the
+// next mat-vec, saving a launch.
+void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q = nullptr);
 
 // out[t] = x[t] / rms(x[t]) * weight, rows of `dim`.
 void launch_rmsnorm(const float* x, const float* weight, float* out, int n_rows, int dim, float eps, cudaStream_t stream);
@@ -100,8 +102,9 @@ struct AttentionParams {
 // One query token with head_dim 64/128/256 and at most 8 query heads per KV head takes a decode
 // kernel that reads each K/V row once for the whole head group.
 // `scratch` holds attention_scratch_floats(p) floats (partial results of the sequence split).
+// With out_q (one token, head_dim % 32 == 0) the output is also quantized for the next mat-vec.
 void launch_attention(const float* q, const __half* k_cache, const __half* v_cache, float* out, float* scratch,
-                      const AttentionParams& p, cudaStream_t stream);
+                      const AttentionParams& p, cudaStream_t stream, const Q8Act* out_q = nullptr);
 size_t attention_scratch_floats(int max_tokens, int n_heads, int head_dim, int max_ctx);
 
 }  // namespace orcd

@@ -2,6 +2,7 @@
 // for a tile of up to kTile tokens, dequantizing in registers. Decode is the n_tokens = 1 case.
 #include "common/cuda_check.h"
 #include "engine/kernels/kernels.h"
+#include "engine/kernels/launch.cuh"
 #include "engine/kernels/quant.cuh"
 
 namespace orcd {
@@ -82,11 +83,15 @@ void dispatch8(GgmlType type, F&& f) {
   }
 }
 
+// Grid (column tiles, tokens): a thread per element, so one row is a single round of loads.
 template <float (*DQ)(const uint8_t*, int64_t)>
 __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t cols, const int32_t* __restrict__ ids,
                                 float* __restrict__ out) {
-  const uint8_t* row = w + static_cast<int64_t>(ids[blockIdx.x]) * row_bytes;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[blockIdx.x * cols + i] = DQ(row, i);
+  kern::wait_for_producer();
+  kern::allow_consumer();
+  const uint8_t* row = w + static_cast<int64_t>(ids[blockIdx.y]) * row_bytes;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < cols) out[blockIdx.y * cols + i] = DQ(row, i);
 }
 
 template <float (*DQ)(const uint8_t*, int64_t)>
@@ -161,9 +166,9 @@ void launch_matmul(const QMatrix& w, const float* x, int n_tokens, float* out, c
 void launch_get_rows(const QMatrix& table, const int32_t* ids, int n, float* out, cudaStream_t stream) {
   if (n == 0) return;
   dispatch(table.type, [&]<auto DQ>() {
-    get_rows_kernel<DQ><<<n, 256, 0, stream>>>(static_cast<const uint8_t*>(table.data), table.row_bytes, table.cols, ids, out);
+    kern::launch_pdl(get_rows_kernel<DQ>, dim3(kern::ceil_div(table.cols, 256), n), 256, 0, stream, static_cast<const uint8_t*>(table.data),
+                     table.row_bytes, table.cols, ids, out);
   });
-  CUDA_CHECK_LAUNCH();
 }
 
 void launch_dequantize(const QMatrix& w, float* out, cudaStream_t stream) {

@@ -6,6 +6,8 @@
 #include "common/cuda_check.h"
 #include "engine/kernels/common.cuh"
 #include "engine/kernels/kernels.h"
+#include "engine/kernels/launch.cuh"
+#include "engine/kernels/q8act.cuh"
 #include "engine/kernels/quant.cuh"
 
 namespace orcd {
@@ -13,7 +15,6 @@ namespace {
 
 using kern::kWarp;
 constexpr int kRowsPerBlock = 4;
-constexpr int kLoScale = 254;  // x = scale * (254 * hi + lo): lo carries the remainder of hi
 
 // 32 bits from a 2-byte-aligned address (most GGML blocks have odd sizes in 4-byte units).
 __device__ __forceinline__ int ld_i32_a2(const uint8_t* p) {
@@ -32,7 +33,7 @@ struct Acc {
     hi = __dp4a(q, ld_i32(h), hi);
     lo = __dp4a(q, ld_i32(l), lo);
   }
-  __device__ __forceinline__ float value() const { return static_cast<float>(kLoScale * hi + lo); }
+  __device__ __forceinline__ float value() const { return static_cast<float>(kern::kLoScale * hi + lo); }
 };
 
 // Each format: kElems per block, kBytes per block, kLanes cooperating on one block, and the
@@ -84,8 +85,12 @@ struct MvQK {
       const uint4 hv = *reinterpret_cast<const uint4*>(b + 16 + l0);
       hs[0] = static_cast<int>(hv.x), hs[1] = static_cast<int>(hv.y), hs[2] = static_cast<int>(hv.z), hs[3] = static_cast<int>(hv.w);
     }
-    const int8_t *ha = xh + 64 * p + l0, *la = xl + 64 * p + l0;
-    Acc qa, qb, sa, sb;  // quant sums and activation sums (for the mins) of both sub-blocks
+    // This lane's activations: 16 bytes per plane for each of the two sub-blocks.
+    const int4 hav = *reinterpret_cast<const int4*>(xh + 64 * p + l0), lav = *reinterpret_cast<const int4*>(xl + 64 * p + l0);
+    const int4 hbv = *reinterpret_cast<const int4*>(xh + 64 * p + 32 + l0), lbv = *reinterpret_cast<const int4*>(xl + 64 * p + 32 + l0);
+    const int ha[4] = {hav.x, hav.y, hav.z, hav.w}, la[4] = {lav.x, lav.y, lav.z, lav.w};
+    const int hb[4] = {hbv.x, hbv.y, hbv.z, hbv.w}, lb[4] = {lbv.x, lbv.y, lbv.z, lbv.w};
+    int qa_hi = 0, qa_lo = 0, qb_hi = 0, qb_lo = 0, sa_hi = 0, sa_lo = 0, sb_hi = 0, sb_lo = 0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       int lo = qs[i] & 0x0F0F0F0F, hi = (qs[i] >> 4) & 0x0F0F0F0F;
@@ -93,17 +98,32 @@ struct MvQK {
         lo |= ((hs[i] >> (2 * p)) & 0x01010101) << 4;
         hi |= ((hs[i] >> (2 * p + 1)) & 0x01010101) << 4;
       }
-      qa.add(lo, ha + 4 * i, la + 4 * i);
-      sa.add(0x01010101, ha + 4 * i, la + 4 * i);
-      qb.add(hi, ha + 32 + 4 * i, la + 32 + 4 * i);
-      sb.add(0x01010101, ha + 32 + 4 * i, la + 32 + 4 * i);
+      qa_hi = __dp4a(lo, ha[i], qa_hi), qa_lo = __dp4a(lo, la[i], qa_lo);
+      qb_hi = __dp4a(hi, hb[i], qb_hi), qb_lo = __dp4a(hi, lb[i], qb_lo);
+      sa_hi = __dp4a(0x01010101, ha[i], sa_hi), sa_lo = __dp4a(0x01010101, la[i], sa_lo);
+      sb_hi = __dp4a(0x01010101, hb[i], sb_hi), sb_lo = __dp4a(0x01010101, lb[i], sb_lo);
     }
+    const auto v = [](int h, int l) { return static_cast<float>(kern::kLoScale * h + l); };
+    // Scales and mins: the 12 bytes as three words, d and dmin as one.
+    const uint32_t* w32 = reinterpret_cast<const uint32_t*>(b);
+    const uint32_t dm = w32[0], s0 = w32[1], s1 = w32[2], s2 = w32[3];
+    const auto byte = [](uint32_t word, int k) { return static_cast<int>((word >> (8 * k)) & 0xFF); };
+    const uint32_t sc_lo = s0, mn_lo = s1, hi_bits = s2;  // bytes 0-3: scales 0-3, 4-7: mins 0-3, 8-11: high parts
     int sca, mna, scb, mnb;
-    kern::k_scale_min(b + 4, 2 * p, sca, mna);
-    kern::k_scale_min(b + 4, 2 * p + 1, scb, mnb);
-    const float d = kern::ld_half(b), dmin = kern::ld_half(b + 2);
-    return xs[2 * p] * (d * sca * qa.value() - dmin * mna * sa.value()) +
-           xs[2 * p + 1] * (d * scb * qb.value() - dmin * mnb * sb.value());
+    const auto scale_min = [&](int sb, int& sc, int& mn) {
+      if (sb < 4) {
+        sc = byte(sc_lo, sb) & 63;
+        mn = byte(mn_lo, sb) & 63;
+      } else {
+        sc = (byte(hi_bits, sb - 4) & 0xF) | ((byte(sc_lo, sb - 4) >> 6) << 4);
+        mn = (byte(hi_bits, sb - 4) >> 4) | ((byte(mn_lo, sb - 4) >> 6) << 4);
+      }
+    };
+    scale_min(2 * p, sca, mna);
+    scale_min(2 * p + 1, scb, mnb);
+    const float2 dd = __half22float2(*reinterpret_cast<const __half2*>(&dm));
+    return xs[2 * p] * (dd.x * sca * v(qa_hi, qa_lo) - dd.y * mna * v(sa_hi, sa_lo)) +
+           xs[2 * p + 1] * (dd.x * scb * v(qb_hi, qb_lo) - dd.y * mnb * v(sb_hi, sb_lo));
   }
 };
 
@@ -141,10 +161,13 @@ struct MvJobs {
   int n;
 };
 
-template <class T, MatvecMode kMode>
-__global__ void __launch_bounds__(kWarp* kRowsPerBlock)
-    matvec_q8_kernel(MvJobs jobs, const int8_t* __restrict__ xh, const int8_t* __restrict__ xl, const float* __restrict__ xs, int cols) {
-  int r = blockIdx.x * kRowsPerBlock + threadIdx.y;
+// One warp per row, kRows rows per block. In swiglu mode with `hq` set, a block of 32 rows also
+// quantizes its 32 outputs for the next product (kRows == 32).
+template <class T, MatvecMode kMode, int kRows>
+__global__ void __launch_bounds__(kWarp* kRows) matvec_q8_kernel(MvJobs jobs, const int8_t* __restrict__ xh, const int8_t* __restrict__ xl,
+                                                                 const float* __restrict__ xs, int cols, Q8Act hq) {
+  const int r0 = blockIdx.x * kRows;
+  int r = r0 + threadIdx.y;
   MvJob J = jobs.job[0];  // constant indices only: a dynamic one would copy the parameters to the stack
   if constexpr (kMode != MatvecMode::swiglu) {
     if (r >= J.rows && jobs.n > 1) {
@@ -156,55 +179,89 @@ __global__ void __launch_bounds__(kWarp* kRowsPerBlock)
       }
     }
   }
-  if (r >= J.rows) return;
+  const bool live = r < J.rows;
+  // Weights do not depend on earlier kernels: start pulling this row into L2 before waiting.
+  if (live)
+    for (size_t off = threadIdx.x * 128; off < J.row_bytes; off += kWarp * 128)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(J.w + static_cast<size_t>(r) * J.row_bytes + off));
+  kern::wait_for_producer();
+  if (kRows != 32 && !live) return;
   const int lane = threadIdx.x, u = lane % T::kLanes;
   constexpr int kStep = kWarp / T::kLanes;
   const int nb = cols / T::kElems;
-  const uint8_t* row = J.w + static_cast<size_t>(r) * J.row_bytes;
-  const uint8_t* row2 = kMode == MatvecMode::swiglu ? jobs.job[1].w + static_cast<size_t>(r) * jobs.job[1].row_bytes : nullptr;
   float acc = 0.0f, acc2 = 0.0f;
-  for (int b = lane / T::kLanes; b < nb; b += kStep) {
-    const int e = b * T::kElems;
-    acc += T::dot(row + static_cast<size_t>(b) * T::kBytes, u, xh + e, xl + e, xs + e / 32);
-    if constexpr (kMode == MatvecMode::swiglu) acc2 += T::dot(row2 + static_cast<size_t>(b) * T::kBytes, u, xh + e, xl + e, xs + e / 32);
+  if (live) {
+    const uint8_t* row = J.w + static_cast<size_t>(r) * J.row_bytes;
+    const uint8_t* row2 = kMode == MatvecMode::swiglu ? jobs.job[1].w + static_cast<size_t>(r) * jobs.job[1].row_bytes : nullptr;
+    auto step = [&](int b) {
+      const int e = b * T::kElems;
+      acc += T::dot(row + static_cast<size_t>(b) * T::kBytes, u, xh + e, xl + e, xs + e / 32);
+      if constexpr (kMode == MatvecMode::swiglu) acc2 += T::dot(row2 + static_cast<size_t>(b) * T::kBytes, u, xh + e, xl + e, xs + e / 32);
+    };
+    // Two blocks per lane per iteration: their loads are in flight together (nothing is stored
+    // in the loop, so the compiler may hoist them).
+    int b = lane / T::kLanes;
+    for (; b + kStep < nb; b += 2 * kStep) {
+      step(b);
+      step(b + kStep);
+    }
+    if (b < nb) step(b);
   }
+  kern::allow_consumer();
   acc = kern::warp_sum(acc);
   if constexpr (kMode == MatvecMode::swiglu) acc2 = kern::warp_sum(acc2);
-  if (lane != 0) return;
-  if (J.bias) acc += J.bias[r];
-  if constexpr (kMode == MatvecMode::accumulate) J.out[r] += acc;
-  else if constexpr (kMode == MatvecMode::swiglu) J.out[r] = acc / (1.0f + expf(-acc)) * acc2;
-  else J.out[r] = acc;
-}
-
-// One warp per 32-element block of x.
-__device__ __forceinline__ void quantize_lane(float v, int64_t i, const Q8Act& q) {
-  const float amax = kern::warp_max(fabsf(v));
-  const float s = amax / 127.0f;
-  const float y = s > 0.0f ? v / s : 0.0f;
-  const float h = rintf(y);
-  q.hi[i] = static_cast<int8_t>(h);
-  q.lo[i] = static_cast<int8_t>(rintf((y - h) * kLoScale));
-  if (i % 32 == 0) q.scale[i / 32] = s / kLoScale;
+  float result = 0.0f;
+  if (live) {
+    if (J.bias) acc += J.bias[r];
+    if constexpr (kMode == MatvecMode::accumulate) result = J.out[r] + acc;
+    else if constexpr (kMode == MatvecMode::swiglu) result = acc / (1.0f + expf(-acc)) * acc2;
+    else result = acc;
+    if (lane == 0) J.out[r] = result;
+  }
+  if constexpr (kRows == 32) {
+    if (hq.hi) {  // rows % 32 == 0 here, so every warp of the block is live
+      __shared__ float outs[32];
+      if (lane == 0) outs[threadIdx.y] = result;
+      __syncthreads();
+      if (threadIdx.y == 0) kern::quantize_lane(outs[lane], r0 + lane, hq);
+    }
+  }
 }
 
 __global__ void quantize_act_kernel(const float* __restrict__ x, int64_t n, Q8Act q) {
+  kern::wait_for_producer();
+  kern::allow_consumer();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) quantize_lane(x[i], i, q);  // n % 32 == 0: whole warps stay together
+  if (i < n) kern::quantize_lane(x[i], i, q);  // n % 32 == 0: whole warps stay together
 }
 
-// RMSNorm of one row, written as floats and quantized.
-__global__ void rmsnorm_quant_kernel(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ out, Q8Act q, int dim,
-                                     float eps) {
+// RMSNorm of one row, written as floats and quantized. One block of 1024 threads keeps the row
+// in registers (up to kNormPer elements a thread), so x and the weight are read in one round.
+constexpr int kNormThreads = 1024, kNormPer = 8;
+__global__ void __launch_bounds__(kNormThreads) rmsnorm_quant_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                                                     float* __restrict__ out, Q8Act q, int dim, float eps) {
   __shared__ float scratch[32];
+  kern::wait_for_producer();
+  kern::allow_consumer();
+  float xv[kNormPer], wv[kNormPer];
   float ss = 0.0f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[i] * x[i];
+#pragma unroll
+  for (int k = 0; k < kNormPer; ++k) {
+    const int i = threadIdx.x + k * kNormThreads;
+    xv[k] = i < dim ? x[i] : 0.0f;
+    wv[k] = i < dim ? w[i] : 0.0f;
+    ss += xv[k] * xv[k];
+  }
   ss = kern::block_sum(ss, scratch);
   const float inv = rsqrtf(ss / dim + eps);
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {  // blockDim.x % 32 == 0 and dim % 32 == 0
-    const float v = x[i] * inv * w[i];
-    out[i] = v;
-    quantize_lane(v, i, q);
+#pragma unroll
+  for (int k = 0; k < kNormPer; ++k) {
+    const int i = threadIdx.x + k * kNormThreads;  // dim % 32 == 0: whole warps stay together
+    if (i < dim) {
+      const float v = xv[k] * inv * wv[k];
+      out[i] = v;
+      kern::quantize_lane(v, i, q);
+    }
   }
 }
 
@@ -244,20 +301,21 @@ Q8Act q8act_view(void* base, int64_t n) {
 
 void launch_quantize_act(const float* x, int64_t n, const Q8Act& q, cudaStream_t stream) {
   if (n % 32 != 0) throw std::invalid_argument("quantize_act: length " + std::to_string(n) + " is not a multiple of 32");
-  quantize_act_kernel<<<kern::ceil_div(n, 256), 256, 0, stream>>>(x, n, q);
-  CUDA_CHECK_LAUNCH();
+  kern::launch_pdl(quantize_act_kernel, kern::ceil_div(n, 256), 256, 0, stream, x, n, q);
 }
 
 void launch_rmsnorm_quant(const float* x, const float* weight, float* out, const Q8Act& q, int dim, float eps, cudaStream_t stream) {
-  if (dim % 32 != 0) throw std::invalid_argument("rmsnorm_quant: dim " + std::to_string(dim) + " is not a multiple of 32");
-  rmsnorm_quant_kernel<<<1, 256, 0, stream>>>(x, weight, out, q, dim, eps);
-  CUDA_CHECK_LAUNCH();
+  if (dim % 32 != 0 || dim > kNormThreads * kNormPer)
+    throw std::invalid_argument("rmsnorm_quant: dim " + std::to_string(dim) + " is not a multiple of 32 up to 8192");
+  kern::launch_pdl(rmsnorm_quant_kernel, 1, kNormThreads, 0, stream, x, weight, out, q, dim, eps);
 }
 
-void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream) {
+void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q) {
   if (jobs.empty() || jobs.size() > 3) throw std::invalid_argument("matvec_q8: 1 to 3 matrices per launch");
   if (mode == MatvecMode::swiglu && (jobs.size() != 2 || jobs[0].w.rows != jobs[1].w.rows))
     throw std::invalid_argument("matvec_q8: swiglu takes a gate and an up matrix of equal rows");
+  if (out_q && (mode != MatvecMode::swiglu || jobs[0].w.rows % 32 != 0))
+    throw std::invalid_argument("matvec_q8: quantized output only for swiglu with rows a multiple of 32");
   MvJobs p{};
   int64_t rows = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
@@ -269,18 +327,24 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   }
   p.n = static_cast<int>(jobs.size());
   if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
-  const dim3 block(kWarp, kRowsPerBlock), grid(kern::ceil_div(rows, kRowsPerBlock));
   const int cols = static_cast<int>(jobs[0].w.cols);
+  const Q8Act hq = out_q ? *out_q : Q8Act{nullptr, nullptr, nullptr};
   dispatch_q8(jobs[0].w.type, [&]<class T>() {
     switch (mode) {
-      case MatvecMode::store: matvec_q8_kernel<T, MatvecMode::store><<<grid, block, 0, stream>>>(p, x.hi, x.lo, x.scale, cols); break;
-      case MatvecMode::accumulate:
-        matvec_q8_kernel<T, MatvecMode::accumulate><<<grid, block, 0, stream>>>(p, x.hi, x.lo, x.scale, cols);
+      case MatvecMode::store:
+        kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::store, kRowsPerBlock>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
         break;
-      case MatvecMode::swiglu: matvec_q8_kernel<T, MatvecMode::swiglu><<<grid, block, 0, stream>>>(p, x.hi, x.lo, x.scale, cols); break;
+      case MatvecMode::accumulate:
+        kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::accumulate, kRowsPerBlock>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
+        break;
+      case MatvecMode::swiglu:
+        if (out_q)
+          kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::swiglu, 32>, kern::ceil_div(rows, 32), dim3(kWarp, 32), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
+        else
+          kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::swiglu, kRowsPerBlock>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
+        break;
     }
   });
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace orcd

@@ -1,7 +1,10 @@
 // Rotary position embedding for q and k, fused with storing k and v into the f16 KV cache.
+#include <algorithm>
+
 #include "common/cuda_check.h"
 #include "engine/kernels/common.cuh"
 #include "engine/kernels/kernels.h"
+#include "engine/kernels/launch.cuh"
 
 namespace orcd {
 namespace {
@@ -20,24 +23,32 @@ __device__ __forceinline__ void rotate(float* head, int i, int pos, const RopePa
   head[b] = x0 * s + x1 * c;
 }
 
-// One block per token; threads walk over (head, pair).
+// One block per (token, head): query heads rotate q; KV heads rotate k and then store that
+// head's k and v into the cache. A thread per rotating pair keeps the block to one round.
 __global__ void rope_store_kernel(float* q, float* k, const float* __restrict__ v, __half* k_cache, __half* v_cache, int start_pos,
                                   RopeParams p) {
-  const int t = blockIdx.x;
+  kern::wait_for_producer();
+  kern::allow_consumer();
+  const int t = blockIdx.x, head = blockIdx.y;
   const int pos = start_pos + (p.pos_dev ? *p.pos_dev : 0) + t;
   const int pairs = p.rope_dims / 2;
-  float* qt = q + static_cast<int64_t>(t) * p.n_heads * p.head_dim;
-  float* kt = k + static_cast<int64_t>(t) * p.n_kv_heads * p.head_dim;
-  for (int j = threadIdx.x; j < p.n_heads * pairs; j += blockDim.x) rotate(qt + (j / pairs) * p.head_dim, j % pairs, pos, p);
-  for (int j = threadIdx.x; j < p.n_kv_heads * pairs; j += blockDim.x) rotate(kt + (j / pairs) * p.head_dim, j % pairs, pos, p);
+  const int hd = p.head_dim;
+  if (head < p.n_heads) {
+    float* qh = q + (static_cast<int64_t>(t) * p.n_heads + head) * hd;
+    for (int j = threadIdx.x; j < pairs; j += blockDim.x) rotate(qh, j, pos, p);
+    return;
+  }
+  const int kvh = head - p.n_heads;
+  const int kv_dim = p.n_kv_heads * hd;
+  float* kh = k + static_cast<int64_t>(t) * kv_dim + kvh * hd;
+  for (int j = threadIdx.x; j < pairs; j += blockDim.x) rotate(kh, j, pos, p);
   __syncthreads();
-  const int kv_dim = p.n_kv_heads * p.head_dim;
-  const float* vt = v + static_cast<int64_t>(t) * kv_dim;
-  __half* kc = k_cache + static_cast<int64_t>(pos) * kv_dim;
-  __half* vc = v_cache + static_cast<int64_t>(pos) * kv_dim;
-  for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-    kc[i] = __float2half(kt[i]);
-    vc[i] = __float2half(vt[i]);
+  const float* vh = v + static_cast<int64_t>(t) * kv_dim + kvh * hd;
+  __half* kc = k_cache + static_cast<int64_t>(pos) * kv_dim + kvh * hd;
+  __half* vc = v_cache + static_cast<int64_t>(pos) * kv_dim + kvh * hd;
+  for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+    kc[i] = __float2half(kh[i]);
+    vc[i] = __float2half(vh[i]);
   }
 }
 
@@ -46,8 +57,9 @@ __global__ void rope_store_kernel(float* q, float* k, const float* __restrict__ 
 void launch_rope_store_kv(float* q, float* k, const float* v, __half* k_cache, __half* v_cache, int n_tokens, int start_pos,
                           const RopeParams& p, cudaStream_t stream) {
   if (n_tokens == 0) return;
-  rope_store_kernel<<<n_tokens, 256, 0, stream>>>(q, k, v, k_cache, v_cache, start_pos, p);
-  CUDA_CHECK_LAUNCH();
+  const int threads = std::min(256, std::max(32, (p.head_dim + 31) / 32 * 32));
+  kern::launch_pdl(rope_store_kernel, dim3(n_tokens, p.n_heads + p.n_kv_heads), threads, 0, stream, q, k, v, k_cache, v_cache, start_pos,
+                   p);
 }
 
 }  // namespace orcd
