@@ -95,16 +95,89 @@ __global__ void attention_split_kernel(const float* __restrict__ q, const __half
   }
 }
 
-// One query token. Each warp takes 32 positions at a time, a lane per position: the lane scores
-// its K row against every query head of the group (queries broadcast from shared memory), the
-// warp updates its online softmax once per 32 positions, then walks the 32 V rows with each lane
-// holding D/32 dims. The warps merge through shared memory at the end.
+// One query token. Each warp takes 32 / LP positions at a time, LP lanes per position splitting
+// its dims: the lanes score their share of the K row against every query head of the group
+// (queries broadcast from shared memory) and sum over the position's lanes, the warp updates its
+// online softmax once per chunk, then walks the chunk's V rows with each lane holding D/32 dims.
+// Long splits take LP = 1 (most positions in flight per load); short ones LP = 4, so that all
+// warps of a block share the few positions there are. The warps merge through shared memory.
+template <int D, int LP>
+__device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half* __restrict__ kc, const __half* __restrict__ vc, int64_t kv_dim,
+                                              int kvh, int G, int begin, int end, float (&o)[kMaxGroup][D / kern::kWarp],
+                                              float (&m)[kMaxGroup], float (&l)[kMaxGroup]) {
+  constexpr int kPer = D / kern::kWarp, kWarps = kThreads / kern::kWarp;
+  constexpr int kLanesPerPos = LP, kChunkPos = kern::kWarp / kLanesPerPos, kDimsPerLane = D / kLanesPerPos;
+  const int lane = threadIdx.x % kern::kWarp, warp = threadIdx.x / kern::kWarp;
+  const int pp = lane / kLanesPerPos, qq = lane % kLanesPerPos;
+  for (int c = begin + warp * kChunkPos; c < end; c += kWarps * kChunkPos) {
+    const int pos = c + pp;
+    const bool valid = pos < end;
+    float sc[kMaxGroup] = {};
+    if (valid) {
+      const uint4* kr = reinterpret_cast<const uint4*>(kc + pos * kv_dim + kvh * D + qq * kDimsPerLane);
+#pragma unroll
+      for (int d8 = 0; d8 < kDimsPerLane / 8; ++d8) {
+        const uint4 raw = kr[d8];
+        const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
+        float kf[8];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float2 f = __half22float2(h2[k]);
+          kf[2 * k] = f.x, kf[2 * k + 1] = f.y;
+        }
+        const int d = qq * kDimsPerLane + 8 * d8;
+#pragma unroll
+        for (int g = 0; g < kMaxGroup; ++g) {
+          if (g >= G) break;
+          const float4 qa = *reinterpret_cast<const float4*>(&qs[g][d]), qb = *reinterpret_cast<const float4*>(&qs[g][d + 4]);
+          sc[g] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] + qb.y * kf[5] + qb.z * kf[6] + qb.w * kf[7];
+        }
+      }
+    }
+    float pr[kMaxGroup];
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g >= G) break;
+#pragma unroll
+      for (int o2 = 1; o2 < kLanesPerPos; o2 <<= 1) sc[g] += __shfl_xor_sync(0xffffffffu, sc[g], o2);  // the position's lanes
+      const float cm = kern::warp_max(valid ? sc[g] : -INFINITY);
+      const float nm = fmaxf(m[g], cm);
+      const float corr = expf(m[g] - nm);  // 0 while m is still -inf
+      pr[g] = valid ? expf(sc[g] - nm) : 0.0f;
+      l[g] = l[g] * corr + kern::warp_sum(qq == 0 ? pr[g] : 0.0f);
+      m[g] = nm;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) o[g][i] *= corr;
+    }
+    const int n_here = min(kChunkPos, end - c);
+    const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * kPer;
+#pragma unroll
+    for (int j = 0; j < kChunkPos; ++j) {
+      if (j >= n_here) break;
+      float vf[kPer];
+      const __half2* vr = reinterpret_cast<const __half2*>(vbase + j * kv_dim);
+#pragma unroll
+      for (int i = 0; i < kPer / 2; ++i) {
+        const float2 f = __half22float2(vr[i]);
+        vf[2 * i] = f.x, vf[2 * i + 1] = f.y;
+      }
+#pragma unroll
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= G) break;
+        const float pj = __shfl_sync(0xffffffffu, pr[g], j * kLanesPerPos);
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) o[g][i] += pj * vf[i];
+      }
+    }
+  }
+}
+
 template <int D>
 __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float* __restrict__ q, const __half* __restrict__ kc,
                                                                     const __half* __restrict__ vc, float* __restrict__ partial,
                                                                     AttentionParams p, int n_splits) {
   constexpr int kPer = D / kern::kWarp, kWarps = kThreads / kern::kWarp;
-  __shared__ float qs[kMaxGroup][D];
+  __shared__ __align__(16) float qs[kMaxGroup][D];
   __shared__ float sm[kWarps][kMaxGroup][D + 2];
   const int kvh = blockIdx.x, s = blockIdx.y;
   const int G = p.n_heads / p.n_kv_heads;
@@ -126,58 +199,10 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float*
 #pragma unroll
     for (int i = 0; i < kPer; ++i) o[g][i] = 0.0f;
   }
-  for (int c = begin + warp * kern::kWarp; c < end; c += kWarps * kern::kWarp) {
-    const int pos = c + lane;
-    const bool valid = pos < end;
-    float sc[kMaxGroup] = {};
-    if (valid) {
-      const uint4* kr = reinterpret_cast<const uint4*>(kc + pos * kv_dim + kvh * D);
-#pragma unroll
-      for (int d8 = 0; d8 < D / 8; ++d8) {
-        const uint4 raw = kr[d8];
-        const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float2 kf = __half22float2(h2[k]);
-#pragma unroll
-          for (int g = 0; g < kMaxGroup; ++g)
-            if (g < G) sc[g] += qs[g][8 * d8 + 2 * k] * kf.x + qs[g][8 * d8 + 2 * k + 1] * kf.y;
-        }
-      }
-    }
-    float pr[kMaxGroup];
-#pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g >= G) break;
-      const float cm = kern::warp_max(valid ? sc[g] : -INFINITY);
-      const float nm = fmaxf(m[g], cm);
-      const float corr = expf(m[g] - nm);  // 0 while m is still -inf
-      pr[g] = valid ? expf(sc[g] - nm) : 0.0f;
-      l[g] = l[g] * corr + kern::warp_sum(pr[g]);
-      m[g] = nm;
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) o[g][i] *= corr;
-    }
-    const int n_here = min(kern::kWarp, end - c);
-    const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * kPer;
-#pragma unroll 4
-    for (int j = 0; j < n_here; ++j) {
-      float vf[kPer];
-      const __half2* vr = reinterpret_cast<const __half2*>(vbase + j * kv_dim);
-#pragma unroll
-      for (int i = 0; i < kPer / 2; ++i) {
-        const float2 f = __half22float2(vr[i]);
-        vf[2 * i] = f.x, vf[2 * i + 1] = f.y;
-      }
-#pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g >= G) break;
-        const float pj = __shfl_sync(0xffffffffu, pr[g], j);
-#pragma unroll
-        for (int i = 0; i < kPer; ++i) o[g][i] += pj * vf[i];
-      }
-    }
-  }
+  if (end - begin >= kWarps * kern::kWarp)
+    decode_chunks<D, 1>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
+  else
+    decode_chunks<D, 4>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
 #pragma unroll
   for (int g = 0; g < kMaxGroup; ++g) {
     if (g >= G) break;
@@ -242,8 +267,9 @@ bool use_decode_kernel(const AttentionParams& p) {
 }
 
 int choose_decode_splits(const AttentionParams& p) {
-  // About two blocks per SM on an H100 across the KV heads, never a split under one granule.
-  const int splits = std::min({kMaxDecodeSplits, kern::ceil_div(264, p.n_kv_heads), kern::ceil_div(max_kv_of(p), kDecodeGranule)});
+  // About four blocks per SM across the KV heads (measured best of 264 / 528 / 1056 blocks at
+  // depth 4096 on 1B and 8B shapes), never a split under one granule.
+  const int splits = std::min({kMaxDecodeSplits, kern::ceil_div(528, p.n_kv_heads), kern::ceil_div(max_kv_of(p), kDecodeGranule)});
   return std::max(1, splits);
 }
 

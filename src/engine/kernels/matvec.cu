@@ -161,13 +161,16 @@ struct MvJobs {
   int n;
 };
 
-// One warp per row, kRows rows per block. In swiglu mode with `hq` set, a block of 32 rows also
-// quantizes its 32 outputs for the next product (kRows == 32).
-template <class T, MatvecMode kMode, int kRows>
-__global__ void __launch_bounds__(kWarp* kRows) matvec_q8_kernel(MvJobs jobs, const int8_t* __restrict__ xh, const int8_t* __restrict__ xl,
-                                                                 const float* __restrict__ xs, int cols, Q8Act hq) {
-  const int r0 = blockIdx.x * kRows;
-  int r = r0 + threadIdx.y;
+// kWarps warps per block, each on kRowsPerWarp consecutive rows (their loads in flight
+// together). In swiglu mode with `hq` set, the block's 32 rows are also quantized for the next
+// product.
+template <class T, MatvecMode kMode, int kWarps, int kRowsPerWarp>
+__global__ void __launch_bounds__(kWarp* kWarps, kWarps >= 16 ? 2 : 1) matvec_q8_kernel(MvJobs jobs, const int8_t* __restrict__ xh, const int8_t* __restrict__ xl,
+                                                                  const float* __restrict__ xs, int cols, Q8Act hq) {
+  constexpr int kBlockRows = kWarps * kRowsPerWarp;
+  static_assert(kRowsPerWarp == 1 || kMode == MatvecMode::swiglu, "several rows a warp only within one matrix");
+  const int r0 = blockIdx.x * kBlockRows;
+  int r = r0 + threadIdx.y * kRowsPerWarp;  // first row of this warp
   MvJob J = jobs.job[0];  // constant indices only: a dynamic one would copy the parameters to the stack
   if constexpr (kMode != MatvecMode::swiglu) {
     if (r >= J.rows && jobs.n > 1) {
@@ -179,49 +182,56 @@ __global__ void __launch_bounds__(kWarp* kRows) matvec_q8_kernel(MvJobs jobs, co
       }
     }
   }
-  const bool live = r < J.rows;
-  // Weights do not depend on earlier kernels: start pulling this row into L2 before waiting.
-  if (live)
-    for (size_t off = threadIdx.x * 128; off < J.row_bytes; off += kWarp * 128)
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(J.w + static_cast<size_t>(r) * J.row_bytes + off));
-  kern::wait_for_producer();
-  if (kRows != 32 && !live) return;
   const int lane = threadIdx.x, u = lane % T::kLanes;
+  // Weights do not depend on earlier kernels: start pulling the rows into L2 before waiting.
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i)
+    if (r + i < J.rows)
+      for (size_t off = lane * 128; off < J.row_bytes; off += kWarp * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(J.w + static_cast<size_t>(r + i) * J.row_bytes + off));
+  kern::wait_for_producer();
+  if (kBlockRows != 32 && r >= J.rows) return;
   constexpr int kStep = kWarp / T::kLanes;
   const int nb = cols / T::kElems;
-  float acc = 0.0f, acc2 = 0.0f;
-  if (live) {
-    const uint8_t* row = J.w + static_cast<size_t>(r) * J.row_bytes;
-    const uint8_t* row2 = kMode == MatvecMode::swiglu ? jobs.job[1].w + static_cast<size_t>(r) * jobs.job[1].row_bytes : nullptr;
-    auto step = [&](int b) {
-      const int e = b * T::kElems;
-      acc += T::dot(row + static_cast<size_t>(b) * T::kBytes, u, xh + e, xl + e, xs + e / 32);
-      if constexpr (kMode == MatvecMode::swiglu) acc2 += T::dot(row2 + static_cast<size_t>(b) * T::kBytes, u, xh + e, xl + e, xs + e / 32);
-    };
-    // Two blocks per lane per iteration: their loads are in flight together (nothing is stored
-    // in the loop, so the compiler may hoist them).
-    int b = lane / T::kLanes;
-    for (; b + kStep < nb; b += 2 * kStep) {
-      step(b);
-      step(b + kStep);
+  float acc[kRowsPerWarp] = {}, acc2[kRowsPerWarp] = {};
+  auto step = [&](int b) {
+    const int e = b * T::kElems;
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+      if (r + i >= J.rows) break;
+      const size_t off = static_cast<size_t>(r + i) * J.row_bytes + static_cast<size_t>(b) * T::kBytes;
+      acc[i] += T::dot(J.w + off, u, xh + e, xl + e, xs + e / 32);
+      if constexpr (kMode == MatvecMode::swiglu) acc2[i] += T::dot(jobs.job[1].w + off, u, xh + e, xl + e, xs + e / 32);
     }
-    if (b < nb) step(b);
+  };
+  // Two blocks per lane per iteration: their loads are in flight together (nothing is stored in
+  // the loop, so the compiler may hoist them).
+  int b = lane / T::kLanes;
+  for (; b + kStep < nb; b += 2 * kStep) {
+    step(b);
+    step(b + kStep);
   }
+  if (b < nb) step(b);
   kern::allow_consumer();
-  acc = kern::warp_sum(acc);
-  if constexpr (kMode == MatvecMode::swiglu) acc2 = kern::warp_sum(acc2);
-  float result = 0.0f;
-  if (live) {
-    if (J.bias) acc += J.bias[r];
-    if constexpr (kMode == MatvecMode::accumulate) result = J.out[r] + acc;
-    else if constexpr (kMode == MatvecMode::swiglu) result = acc / (1.0f + expf(-acc)) * acc2;
-    else result = acc;
-    if (lane == 0) J.out[r] = result;
+  __shared__ float outs[kBlockRows];
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    float a = kern::warp_sum(acc[i]);
+    if (r + i >= J.rows) continue;
+    float result;
+    if (J.bias) a += J.bias[r + i];
+    if constexpr (kMode == MatvecMode::accumulate) {
+      result = J.out[r + i] + a;
+    } else if constexpr (kMode == MatvecMode::swiglu) {
+      const float a2 = kern::warp_sum(acc2[i]);
+      result = a / (1.0f + expf(-a)) * a2;
+    } else {
+      result = a;
+    }
+    if (lane == 0) J.out[r + i] = result, outs[threadIdx.y * kRowsPerWarp + i] = result;
   }
-  if constexpr (kRows == 32) {
-    if (hq.hi) {  // rows % 32 == 0 here, so every warp of the block is live
-      __shared__ float outs[32];
-      if (lane == 0) outs[threadIdx.y] = result;
+  if constexpr (kBlockRows == 32) {
+    if (hq.hi) {  // rows % 32 == 0 here, so every row of the block is live
       __syncthreads();
       if (threadIdx.y == 0) kern::quantize_lane(outs[lane], r0 + lane, hq);
     }
@@ -332,16 +342,16 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   dispatch_q8(jobs[0].w.type, [&]<class T>() {
     switch (mode) {
       case MatvecMode::store:
-        kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::store, kRowsPerBlock>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
+        kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::store, kRowsPerBlock, 1>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
         break;
       case MatvecMode::accumulate:
-        kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::accumulate, kRowsPerBlock>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
+        kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::accumulate, kRowsPerBlock, 1>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
         break;
       case MatvecMode::swiglu:
         if (out_q)
-          kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::swiglu, 32>, kern::ceil_div(rows, 32), dim3(kWarp, 32), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
+          kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::swiglu, 16, 2>, kern::ceil_div(rows, 32), dim3(kWarp, 16), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
         else
-          kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::swiglu, kRowsPerBlock>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
+          kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::swiglu, kRowsPerBlock, 1>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
         break;
     }
   });
