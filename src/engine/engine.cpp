@@ -88,11 +88,8 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
 InferenceEngine::~InferenceEngine() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
-  gemm_.reset();
-  if (stream_) {
-    cudaStreamSynchronize(stream_);
-    cudaStreamDestroy(stream_);
-  }
+  gemm_.reset();  // the cuBLAS handle is bound to the stream
+  if (stream_) cudaStreamDestroy(stream_);
 }
 
 void InferenceEngine::forward(std::span<const int32_t> tokens, int start_pos) {
@@ -113,7 +110,7 @@ void InferenceEngine::forward(std::span<const int32_t> tokens, int start_pos) {
   const int T = opt_.max_batch_tokens;
   for (size_t off = 0; off < tokens.size(); off += T) {
     const int n = static_cast<int>(std::min<size_t>(T, tokens.size() - off));
-    forward_chunk(tokens.data() + off, n, start_pos + static_cast<int>(off));
+    forward_chunk(tokens.data() + off, n, start_pos + static_cast<int>(off), off + n == tokens.size());
   }
 }
 

@@ -60,7 +60,8 @@ class InferenceEngine {
 
  private:
   InferenceEngine() = default;
-  void forward_chunk(const int32_t* tokens, int n, int start_pos);  // prefill (forward.cpp)
+  // Prefill (forward.cpp); only the last chunk computes logits.
+  void forward_chunk(const int32_t* tokens, int n, int start_pos, bool last_chunk);
   void decode_step();  // one token, inputs in ws_.step; captured as a graph
   void capture_decode_graph();
   // Decode: y (+)= W x through the integer mat-vec where the types allow, else the float matmul.

@@ -22,7 +22,7 @@ void InferenceEngine::prefill_linear(const QMatrix& w, const float* x, const __h
   launch_add(out, tmp, static_cast<int64_t>(n) * w.rows, stream_);
 }
 
-void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos) {
+void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos, bool last_chunk) {
   const ModelConfig& c = cfg_;
   cudaStream_t s = stream_;
   float *x = ws_.x.as<float>(), *xb = ws_.xb.as<float>(), *q = ws_.q.as<float>(), *att = ws_.att.as<float>();
@@ -66,6 +66,7 @@ void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos)
     prefill_linear(L.w_down, hb, as_half(hb, c.n_ff), n, x, true);
   }
   // Only the last token's logits are needed: the same path as a decode step's.
+  if (!last_chunk) return;
   float* last = ws_.last_hidden.as<float>();
   const bool q8 = decode_norm(x + static_cast<size_t>(n - 1) * c.n_embd, weights_.output_norm, last);
   const MatvecJob head{weights_.output, ws_.logits.as<float>()};
@@ -73,13 +74,7 @@ void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos)
 }
 
 bool InferenceEngine::decode_norm(const float* x, const float* weight, float* out) {
-  const int dim = cfg_.n_embd;
-  if (dim % 32 != 0 || dim > 8192) {
-    launch_rmsnorm(x, weight, out, 1, dim, cfg_.rms_eps, stream_);
-    return false;
-  }
-  launch_rmsnorm_quant(x, weight, out, q8act_view(ws_.xq.get(), dim), dim, cfg_.rms_eps, stream_);
-  return true;
+  return launch_rmsnorm_quant(x, weight, out, q8act_view(ws_.xq.get(), cfg_.n_embd), cfg_.n_embd, cfg_.rms_eps, stream_);
 }
 
 bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode,
@@ -100,6 +95,7 @@ bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float
     return fuse;
   }
   if (mode == MatvecMode::swiglu) {  // gate and up of different types: one at a time, then the product
+    if (matvec_q8_supports(jobs[0].w) || matvec_q8_supports(jobs[1].w)) quantized();  // once, for both
     float* up = ws_.hb2.as<float>();
     const MatvecJob parts[2] = {{jobs[0].w, jobs[0].out}, {jobs[1].w, up}};
     for (const MatvecJob& p : parts) decode_linear(std::span(&p, 1), x, x_quantized, MatvecMode::store, nullptr, xq_buffer);
@@ -150,8 +146,7 @@ void InferenceEngine::decode_step() {
     launch_rope_store_kv(q, k, v, kc, vc, 1, 0, rope, s);
     // The attention output and the SwiGLU product come out already quantized for the next product.
     const Q8Act att_q = q8act_view(ws_.xq.get(), c.q_dim());
-    const bool att_q8 = c.head_dim % 32 == 0;
-    launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s, att_q8 ? &att_q : nullptr);
+    const bool att_q8 = launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s, &att_q);
     const MatvecJob wo{L.wo, x};
     decode_linear(std::span(&wo, 1), att, att_q8, MatvecMode::accumulate);
 

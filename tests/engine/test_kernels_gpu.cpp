@@ -284,7 +284,7 @@ TEST(KernelsGpu, ActivationQuantizationKeepsFifteenBits) {
   auto out = g.poisoned(dim);
   auto qbuf = g.alloc.alloc(q8act_bytes(dim), VramPurpose::workspace, "q8 activations");
   const Q8Act q = q8act_view(qbuf.get(), dim);
-  launch_rmsnorm_quant(xd.as<float>(), wd.as<float>(), out.as<float>(), q, dim, 1e-5f, nullptr);
+  ASSERT_TRUE(launch_rmsnorm_quant(xd.as<float>(), wd.as<float>(), out.as<float>(), q, dim, 1e-5f, nullptr));
   const auto got = g.download<float>(out, dim);
   const auto bytes = g.download<int8_t>(qbuf, q8act_bytes(dim));
   double ss = 0;
@@ -427,8 +427,8 @@ TEST(KernelsGpu, AttentionMatchesFloat64) {
     auto aq_buf = g.alloc.alloc(q8act_bytes(cs.H * cs.hd), VramPurpose::workspace, "q8 out");
     const Q8Act aq = q8act_view(aq_buf.get(), cs.H * cs.hd);
     const bool quantized = cs.n == 1 && cs.hd % 32 == 0;  // decode: the output is also quantized for the next product
-    launch_attention(qd.as<float>(), kd.as<__half>(), vd.as<__half>(), out.as<float>(), scratch.as<float>(), p, nullptr,
-                     quantized ? &aq : nullptr);
+    EXPECT_EQ(launch_attention(qd.as<float>(), kd.as<__half>(), vd.as<__half>(), out.as<float>(), scratch.as<float>(), p, nullptr, &aq),
+              quantized);
     const auto got = g.download<float>(out, cs.n * cs.H * cs.hd);
     if (quantized) expect_q8_holds(g.download<int8_t>(aq_buf, q8act_bytes(cs.H * cs.hd)), got);
     std::vector<double> want;

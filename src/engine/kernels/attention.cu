@@ -292,9 +292,9 @@ size_t attention_scratch_floats(int max_tokens, int n_heads, int head_dim, int m
   return units * (head_dim + 2);
 }
 
-void launch_attention(const float* q, const __half* k_cache, const __half* v_cache, float* out, float* scratch,
+bool launch_attention(const float* q, const __half* k_cache, const __half* v_cache, float* out, float* scratch,
                       const AttentionParams& p, cudaStream_t stream, const Q8Act* out_q) {
-  if (p.n_tokens == 0) return;
+  if (p.n_tokens == 0) return false;
   if (p.head_dim > kMaxHeadDim || p.n_heads % p.n_kv_heads != 0)
     throw std::invalid_argument("attention: head_dim " + std::to_string(p.head_dim) + " or head grouping not supported");
   if (p.pos_dev && p.max_ctx <= 0) throw std::invalid_argument("attention: a device position needs max_ctx");
@@ -316,6 +316,7 @@ void launch_attention(const float* q, const __half* k_cache, const __half* v_cac
   const int threads = quantize ? p.head_dim : 128;
   kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens), threads, 0, stream, scratch, out, p, splits,
                    quantize ? *out_q : Q8Act{nullptr, nullptr, nullptr});
+  return quantize;
 }
 
 }  // namespace orcd

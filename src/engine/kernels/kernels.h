@@ -44,8 +44,9 @@ size_t q8act_bytes(int64_t n);
 Q8Act q8act_view(void* base, int64_t n);
 // x (n % 32 == 0) into q.
 void launch_quantize_act(const float* x, int64_t n, const Q8Act& q, cudaStream_t stream);
-// One row: out = x / rms(x) * weight, and q = its quantization (dim % 32 == 0).
-void launch_rmsnorm_quant(const float* x, const float* weight, float* out, const Q8Act& q, int dim, float eps, cudaStream_t stream);
+// One row: out = x / rms(x) * weight, and q = its quantization. Returns false, having written
+// only `out`, where dim is not a multiple of 32 or exceeds 8192.
+bool launch_rmsnorm_quant(const float* x, const float* weight, float* out, const Q8Act& q, int dim, float eps, cudaStream_t stream);
 
 // Decode-time y = W x (one token) with dp4a on quantized activations, for Q8_0, Q4_0, Q5_0,
 // Q4_K, Q5_K and Q6_K. Up to three matrices of one type and width share a launch (their rows
@@ -102,8 +103,9 @@ struct AttentionParams {
 // One query token with head_dim 64/128/256 and at most 8 query heads per KV head takes a decode
 // kernel that reads each K/V row once for the whole head group.
 // `scratch` holds attention_scratch_floats(p) floats (partial results of the sequence split).
-// With out_q (one token, head_dim % 32 == 0) the output is also quantized for the next mat-vec.
-void launch_attention(const float* q, const __half* k_cache, const __half* v_cache, float* out, float* scratch,
+// With out_q the output is also quantized for the next mat-vec where it can be (one token,
+// head_dim a multiple of 32); returns whether it was.
+bool launch_attention(const float* q, const __half* k_cache, const __half* v_cache, float* out, float* scratch,
                       const AttentionParams& p, cudaStream_t stream, const Q8Act* out_q = nullptr);
 size_t attention_scratch_floats(int max_tokens, int n_heads, int head_dim, int max_ctx);
 

@@ -314,10 +314,13 @@ void launch_quantize_act(const float* x, int64_t n, const Q8Act& q, cudaStream_t
   kern::launch_pdl(quantize_act_kernel, kern::ceil_div(n, 256), 256, 0, stream, x, n, q);
 }
 
-void launch_rmsnorm_quant(const float* x, const float* weight, float* out, const Q8Act& q, int dim, float eps, cudaStream_t stream) {
-  if (dim % 32 != 0 || dim > kNormThreads * kNormPer)
-    throw std::invalid_argument("rmsnorm_quant: dim " + std::to_string(dim) + " is not a multiple of 32 up to 8192");
+bool launch_rmsnorm_quant(const float* x, const float* weight, float* out, const Q8Act& q, int dim, float eps, cudaStream_t stream) {
+  if (dim % 32 != 0 || dim > kNormThreads * kNormPer) {  // no whole 32-blocks, or too long for one block's registers
+    launch_rmsnorm(x, weight, out, 1, dim, eps, stream);
+    return false;
+  }
   kern::launch_pdl(rmsnorm_quant_kernel, 1, kNormThreads, 0, stream, x, weight, out, q, dim, eps);
+  return true;
 }
 
 void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q) {
@@ -340,20 +343,14 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   const int cols = static_cast<int>(jobs[0].w.cols);
   const Q8Act hq = out_q ? *out_q : Q8Act{nullptr, nullptr, nullptr};
   dispatch_q8(jobs[0].w.type, [&]<class T>() {
-    switch (mode) {
-      case MatvecMode::store:
-        kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::store, kRowsPerBlock, 1>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
-        break;
-      case MatvecMode::accumulate:
-        kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::accumulate, kRowsPerBlock, 1>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
-        break;
-      case MatvecMode::swiglu:
-        if (out_q)
-          kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::swiglu, 16, 2>, kern::ceil_div(rows, 32), dim3(kWarp, 16), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
-        else
-          kern::launch_pdl(matvec_q8_kernel<T, MatvecMode::swiglu, kRowsPerBlock, 1>, kern::ceil_div(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0, stream, p, x.hi, x.lo, x.scale, cols, hq);
-        break;
-    }
+    auto run = [&]<MatvecMode kMode, int kWarps, int kRowsPerWarp>() {
+      kern::launch_pdl(matvec_q8_kernel<T, kMode, kWarps, kRowsPerWarp>, kern::ceil_div(rows, kWarps * kRowsPerWarp), dim3(kWarp, kWarps), 0,
+                       stream, p, x.hi, x.lo, x.scale, cols, hq);
+    };
+    if (mode == MatvecMode::store) run.template operator()<MatvecMode::store, kRowsPerBlock, 1>();
+    else if (mode == MatvecMode::accumulate) run.template operator()<MatvecMode::accumulate, kRowsPerBlock, 1>();
+    else if (out_q) run.template operator()<MatvecMode::swiglu, 16, 2>();  // 32 rows a block, quantized together
+    else run.template operator()<MatvecMode::swiglu, kRowsPerBlock, 1>();
   });
 }
 
