@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <openssl/evp.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -50,8 +51,12 @@ std::string unquote(std::string s) {
 // Total size from "Content-Range: bytes a-b/total".
 uint64_t total_from_content_range(const std::string& v) {
   const auto slash = v.rfind('/');
-  if (slash == std::string::npos || v.substr(slash + 1) == "*") return 0;
-  return std::stoull(v.substr(slash + 1));
+  if (slash == std::string::npos) return 0;
+  uint64_t total = 0;
+  const char* first = v.data() + slash + 1;
+  const char* last = v.data() + v.size();
+  const auto [end, ec] = std::from_chars(first, last, total);
+  return ec == std::errc() && end == last ? total : 0;  // "*" or garbage: unknown
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <charconv>
 
 #include "gguf/gguf.h"
 #include "tokenizer/unicode.h"
@@ -90,7 +91,12 @@ std::string Tokenizer::token_bytes(int32_t id, bool render_special) const {
     case TokenType::unknown:
       return "\xE2\x96\x85";  // U+2585, as llama.cpp shows unknown pieces
     case TokenType::byte:
-      if (t.size() == 6 && t.starts_with("<0x")) return std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
+      // "<0xNN>"; a byte token with any other text (a malformed vocabulary) is shown as it is.
+      if (t.size() == 6 && t.starts_with("<0x") && t.back() == '>') {
+        unsigned value = 0;
+        const auto [end, ec] = std::from_chars(t.data() + 3, t.data() + 5, value, 16);
+        if (ec == std::errc() && end == t.data() + 5) return std::string(1, static_cast<char>(value));
+      }
       return t;
     case TokenType::unused:
       return render_special ? t : std::string();

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "gguf/gguf.h"
+#include "gguf/gguf_writer.h"
 #include "testutil.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
@@ -147,4 +148,69 @@ TEST(Tokenizer, TrainedModelPromptsMatchTheReference) {
     expected.pop_back();
     EXPECT_EQ(tok.decode(expected, {.strip_space_prefix = false}), p.at("expected").get<std::string>());
   }
+}
+
+// Vocabularies from a hostile or broken converter: token texts of random bytes (some shaped like
+// "<0xNN>" with bad digits), random token types, special ids anywhere. Building, encoding and
+// decoding may refuse with TokenizerError, and nothing else may escape.
+TEST(Tokenizer, HostileVocabulariesOnlyRaiseTokenizerError) {
+  std::mt19937 rng(20261123);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  const std::vector<std::string> shapes = {"<0x", "<0x4", "<0xZZ>", "<0x41>", "<0x 1>", "<0x-1>", "<0x1G>", "\xE2\x96\x81",
+                                           "<s>", "</s>", "\xC4\xA0", "a", "b", "ab", "\xFF", "\xE2\x82"};
+  int built = 0, decoded_bytes = 0;
+  for (int iter = 0; iter < 400; ++iter) {
+    const bool spm_kind = iter % 2 == 0;
+    const int n = 2 + pick(40);
+    std::vector<std::string> tokens;
+    std::vector<int32_t> types;
+    for (int i = 0; i < n; ++i) {
+      std::string t;
+      for (int k = pick(3) + 1; k > 0; --k) t += pick(3) ? shapes[pick(static_cast<int>(shapes.size()))] : std::string(1, static_cast<char>(rng()));
+      tokens.push_back(t);
+      types.push_back(pick(9) - 1);  // -1..7, outside the enum too
+    }
+    GgufWriter w;
+    w.set_string("tokenizer.ggml.model", spm_kind ? "llama" : "gpt2");
+    w.set_string_array("tokenizer.ggml.tokens", tokens);
+    w.set_i32_array("tokenizer.ggml.token_type", types);
+    if (!spm_kind) {
+      std::vector<std::string> merges;
+      for (int m = pick(6); m > 0; --m) merges.push_back(tokens[pick(n)] + " " + tokens[pick(n)]);
+      w.set_string_array("tokenizer.ggml.merges", merges);
+    }
+    w.set_i32("tokenizer.ggml.bos_token_id", pick(n + 2) - 1);
+    w.set_i32("tokenizer.ggml.eos_token_id", pick(n + 2) - 1);
+    w.set_bool("tokenizer.ggml.add_eos_token", pick(2) == 1);
+    const auto bytes = w.to_bytes();
+    try {
+      const auto g = GgufFile::from_bytes(bytes, "hostile-vocab.gguf");
+      const auto tok = Tokenizer::from_gguf(g);
+      ++built;
+      std::string text;
+      for (int k = pick(12); k > 0; --k) text += shapes[pick(static_cast<int>(shapes.size()))];
+      try {
+        (void)tok.encode(text);
+      } catch (const TokenizerError&) {
+      }
+      std::vector<int32_t> all(n);
+      for (int i = 0; i < n; ++i) all[i] = i;
+      decoded_bytes += static_cast<int>(tok.decode(all, {.render_special = true}).size());
+    } catch (const TokenizerError&) {
+    }
+  }
+  EXPECT_GT(built, 100);  // most vocabularies are usable; the loop exercised encode and decode
+  EXPECT_GT(decoded_bytes, 0);
+
+  // A byte token whose digits are not hex is shown as its text, not parsed.
+  GgufWriter w;
+  w.set_string("tokenizer.ggml.model", "llama");
+  w.set_string_array("tokenizer.ggml.tokens", std::vector<std::string>{"<unk>", "<0xZZ>", "<0x41>", "<0x4>"});
+  const int32_t t[] = {2, 6, 6, 6};
+  w.set_i32_array("tokenizer.ggml.token_type", t);
+  const auto g = GgufFile::from_bytes(w.to_bytes(), "bad-byte-token.gguf");
+  const auto tok = Tokenizer::from_gguf(g);
+  EXPECT_EQ(tok.token_bytes(1), "<0xZZ>");
+  EXPECT_EQ(tok.token_bytes(2), "A");
+  EXPECT_EQ(tok.token_bytes(3), "<0x4>");
 }
