@@ -77,6 +77,16 @@ bool InferenceEngine::decode_norm(const float* x, const float* weight, float* ou
   return launch_rmsnorm_quant(x, weight, out, q8act_view(ws_.xq.get(), cfg_.n_embd), cfg_.n_embd, cfg_.rms_eps, stream_);
 }
 
+namespace {
+// Which decode product a matrix takes: integer dp4a, F16 on float activations, or the float matmul.
+enum class DecodePath { q8, f16, generic };
+DecodePath decode_path(const QMatrix& w) {
+  if (matvec_q8_supports(w)) return DecodePath::q8;
+  if (matvec_f16_supports(w)) return DecodePath::f16;
+  return DecodePath::generic;
+}
+}  // namespace
+
 bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode,
                                     const Q8Act* out_q, void* xq_buffer) {
   cudaStream_t s = stream_;
@@ -87,8 +97,13 @@ bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float
     x_quantized = true;
     return xq;
   };
-  bool uniform = true;
-  for (const MatvecJob& j : jobs) uniform &= matvec_q8_supports(j.w) && j.w.type == jobs[0].w.type;
+  const DecodePath path = decode_path(jobs[0].w);
+  bool uniform = path != DecodePath::generic;
+  for (const MatvecJob& j : jobs) uniform &= decode_path(j.w) == path && j.w.type == jobs[0].w.type;
+  if (uniform && path == DecodePath::f16) {
+    launch_matvec_f16(jobs, x, mode, s);
+    return false;
+  }
   if (uniform) {
     const bool fuse = out_q && mode == MatvecMode::swiglu && jobs[0].w.rows % 32 == 0;
     launch_matvec_q8(jobs, quantized(), mode, s, fuse ? out_q : nullptr);
@@ -102,13 +117,15 @@ bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float
     launch_swiglu(jobs[0].out, up, jobs[0].out, jobs[0].w.rows, s);
     return false;
   }
-  // Runs of supported matrices of one type share a launch; the rest take the float matmul.
+  // Runs of matrices of one type and path share a launch; the rest take the float matmul.
   for (size_t i = 0; i < jobs.size();) {
     const QMatrix& w = jobs[i].w;
-    if (matvec_q8_supports(w)) {
+    const DecodePath p = decode_path(w);
+    if (p != DecodePath::generic) {
       size_t e = i + 1;
-      while (e < jobs.size() && matvec_q8_supports(jobs[e].w) && jobs[e].w.type == w.type) ++e;
-      launch_matvec_q8(jobs.subspan(i, e - i), quantized(), mode, s);
+      while (e < jobs.size() && decode_path(jobs[e].w) == p && jobs[e].w.type == w.type) ++e;
+      if (p == DecodePath::q8) launch_matvec_q8(jobs.subspan(i, e - i), quantized(), mode, s);
+      else launch_matvec_f16(jobs.subspan(i, e - i), x, mode, s);
       i = e;
       continue;
     }

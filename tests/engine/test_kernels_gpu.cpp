@@ -188,7 +188,8 @@ std::vector<double> product64(GgmlType t, const std::vector<uint8_t>& w, int64_t
 }
 }  // namespace
 
-// A Q8Act buffer dequantizes to `want` within 1/64516 of each 32-block's largest magnitude.
+// A Q8Act buffer dequantizes to `want` within 1/64516 of each 32-block's largest magnitude, and
+// holds each block's exact integer sum.
 void expect_q8_holds(const std::vector<int8_t>& bytes, const std::vector<float>& want) {
   const size_t n = want.size();
   for (size_t b = 0; b < n / 32; ++b) {
@@ -196,8 +197,14 @@ void expect_q8_holds(const std::vector<int8_t>& bytes, const std::vector<float>&
     std::memcpy(&scale, bytes.data() + 2 * n + 4 * b, 4);
     double amax = 0;
     for (size_t i = 32 * b; i < 32 * b + 32; ++i) amax = std::max(amax, std::abs(static_cast<double>(want[i])));
-    for (size_t i = 32 * b; i < 32 * b + 32; ++i)
+    int64_t sum = 0;
+    for (size_t i = 32 * b; i < 32 * b + 32; ++i) {
       ASSERT_LE(std::abs(scale * (254.0 * bytes[i] + bytes[n + i]) - want[i]), amax / 64516 * 1.01 + 1e-30) << "element " << i;
+      sum += 254 * bytes[i] + bytes[n + i];
+    }
+    float stored_sum;  // the block's integer sum, for the K-quants' min terms
+    std::memcpy(&stored_sum, bytes.data() + 2 * n + 4 * (n / 32) + 4 * b, 4);
+    ASSERT_EQ(stored_sum, static_cast<float>(sum)) << "block " << b;
   }
 }
 
@@ -215,45 +222,49 @@ TEST(KernelsGpu, IntegerMatvecMatchesFloat64InEveryMode) {
   launch_quantize_act(xd.as<float>(), cols, xq, nullptr);
   for (GgmlType t : kQ8Types) {
     SCOPED_TRACE(ggml_type_name(t));
-    // Three matrices in one launch (rows not a multiple of the block), with a bias on the second.
-    const int64_t rows[3] = {37, 11, 5};
-    std::vector<std::vector<uint8_t>> host;
-    std::vector<DeviceBuffer> wd, outs;
-    for (int64_t r : rows) {
-      host.push_back(random_blocks(t, r, cols));
-      wd.push_back(g.upload(host.back()));
-      outs.push_back(g.poisoned(r));
+    // Every rows-a-warp variant: three matrices in one launch with a bias on the second (with one
+    // row a warp, rows not a multiple of the block), then accumulate and SwiGLU.
+    for (int rpw : {1, 2, 4}) {
+      SCOPED_TRACE("rows a warp " + std::to_string(rpw));
+      const int64_t rows[3] = {rpw == 1 ? 37 : 44, rpw == 1 ? 11 : 12, rpw == 1 ? 5 : 8};
+      std::vector<std::vector<uint8_t>> host;
+      std::vector<DeviceBuffer> wd, outs;
+      for (int64_t r : rows) {
+        host.push_back(random_blocks(t, r, cols));
+        wd.push_back(g.upload(host.back()));
+        outs.push_back(g.poisoned(r));
+      }
+      ASSERT_TRUE(matvec_q8_supports(as_matrix(wd[0], t, rows[0], cols)));
+      const auto bias = random_floats(rows[1]);
+      auto bd = g.upload(bias);
+      std::vector<MatvecJob> jobs;
+      for (int i = 0; i < 3; ++i) jobs.push_back({as_matrix(wd[i], t, rows[i], cols), outs[i].as<float>(), i == 1 ? bd.as<float>() : nullptr});
+      launch_matvec_q8(jobs, xq, MatvecMode::store, nullptr, nullptr, rpw);
+      for (int i = 0; i < 3; ++i) {
+        auto want = product64(t, host[i], rows[i], cols, x);
+        if (i == 1)
+          for (int64_t r = 0; r < rows[1]; ++r) want[r] += bias[r];
+        EXPECT_LT(rel_err(g.download<float>(outs[i], rows[i]), want), 1e-4) << "store, matrix " << i;
+      }
+      // Accumulate: out += W x onto random contents.
+      const auto base = random_floats(rows[0], -5, 5);
+      auto acc = g.upload(base);
+      const MatvecJob one{as_matrix(wd[0], t, rows[0], cols), acc.as<float>()};
+      launch_matvec_q8(std::span(&one, 1), xq, MatvecMode::accumulate, nullptr, nullptr, rpw);
+      auto want = product64(t, host[0], rows[0], cols, x);
+      for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
+      EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), 1e-4) << "accumulate";
+      // SwiGLU of two matrices of equal rows.
+      auto up_host = random_blocks(t, rows[0], cols);
+      auto up = g.upload(up_host);
+      auto h = g.poisoned(rows[0]);
+      const MatvecJob pair[2] = {{as_matrix(wd[0], t, rows[0], cols), h.as<float>()}, {as_matrix(up, t, rows[0], cols), nullptr}};
+      launch_matvec_q8(pair, xq, MatvecMode::swiglu, nullptr, nullptr, rpw);
+      const auto gate = product64(t, host[0], rows[0], cols, x), upv = product64(t, up_host, rows[0], cols, x);
+      std::vector<double> sw(rows[0]);
+      for (int64_t r = 0; r < rows[0]; ++r) sw[r] = gate[r] / (1 + std::exp(-gate[r])) * upv[r];
+      EXPECT_LT(rel_err(g.download<float>(h, rows[0]), sw), 1e-4) << "swiglu";
     }
-    ASSERT_TRUE(matvec_q8_supports(as_matrix(wd[0], t, rows[0], cols)));
-    const auto bias = random_floats(rows[1]);
-    auto bd = g.upload(bias);
-    std::vector<MatvecJob> jobs;
-    for (int i = 0; i < 3; ++i) jobs.push_back({as_matrix(wd[i], t, rows[i], cols), outs[i].as<float>(), i == 1 ? bd.as<float>() : nullptr});
-    launch_matvec_q8(jobs, xq, MatvecMode::store, nullptr);
-    for (int i = 0; i < 3; ++i) {
-      auto want = product64(t, host[i], rows[i], cols, x);
-      if (i == 1)
-        for (int64_t r = 0; r < rows[1]; ++r) want[r] += bias[r];
-      EXPECT_LT(rel_err(g.download<float>(outs[i], rows[i]), want), 1e-4) << "store, matrix " << i;
-    }
-    // Accumulate: out += W x onto random contents.
-    const auto base = random_floats(rows[0], -5, 5);
-    auto acc = g.upload(base);
-    const MatvecJob one{as_matrix(wd[0], t, rows[0], cols), acc.as<float>()};
-    launch_matvec_q8(std::span(&one, 1), xq, MatvecMode::accumulate, nullptr);
-    auto want = product64(t, host[0], rows[0], cols, x);
-    for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
-    EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), 1e-4) << "accumulate";
-    // SwiGLU of two matrices of equal rows.
-    auto up_host = random_blocks(t, rows[0], cols);
-    auto up = g.upload(up_host);
-    auto h = g.poisoned(rows[0]);
-    const MatvecJob pair[2] = {{as_matrix(wd[0], t, rows[0], cols), h.as<float>()}, {as_matrix(up, t, rows[0], cols), nullptr}};
-    launch_matvec_q8(pair, xq, MatvecMode::swiglu, nullptr);
-    const auto gate = product64(t, host[0], rows[0], cols, x), upv = product64(t, up_host, rows[0], cols, x);
-    std::vector<double> sw(rows[0]);
-    for (int64_t r = 0; r < rows[0]; ++r) sw[r] = gate[r] / (1 + std::exp(-gate[r])) * upv[r];
-    EXPECT_LT(rel_err(g.download<float>(h, rows[0]), sw), 1e-4) << "swiglu";
     // SwiGLU that also quantizes its 64 outputs for the next product.
     const int64_t R = 64;
     const auto g_host = random_blocks(t, R, cols), u_host = random_blocks(t, R, cols);
@@ -270,6 +281,61 @@ TEST(KernelsGpu, IntegerMatvecMatchesFloat64InEveryMode) {
     EXPECT_LT(rel_err(got64, sw64), 1e-4) << "swiglu with quantized output";
     expect_q8_holds(g.download<int8_t>(hq_buf, q8act_bytes(R)), got64);
   }
+}
+
+// The F16 mat-vec works on float activations, so it is held to the float matmul's 1e-5. 1000
+// columns leave a partial step at the end of every row.
+TEST(KernelsGpu, F16MatvecMatchesFloat64InEveryMode) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  const GgmlType t = GgmlType::F16;
+  const int64_t cols = 1000;
+  const auto x = random_floats(cols, -3, 3);
+  auto xd = g.upload(x);
+  for (int rpw : {1, 2}) {
+    SCOPED_TRACE("rows a warp " + std::to_string(rpw));
+    const int64_t rows[3] = {rpw == 1 ? 37 : 44, rpw == 1 ? 11 : 12, rpw == 1 ? 5 : 8};
+    std::vector<std::vector<uint8_t>> host;
+    std::vector<DeviceBuffer> wd, outs;
+    for (int64_t r : rows) {
+      host.push_back(random_blocks(t, r, cols));
+      wd.push_back(g.upload(host.back()));
+      outs.push_back(g.poisoned(r));
+    }
+    ASSERT_TRUE(matvec_f16_supports(as_matrix(wd[0], t, rows[0], cols)));
+    const auto bias = random_floats(rows[1]);
+    auto bd = g.upload(bias);
+    std::vector<MatvecJob> jobs;
+    for (int i = 0; i < 3; ++i) jobs.push_back({as_matrix(wd[i], t, rows[i], cols), outs[i].as<float>(), i == 1 ? bd.as<float>() : nullptr});
+    launch_matvec_f16(jobs, xd.as<float>(), MatvecMode::store, nullptr, rpw);
+    for (int i = 0; i < 3; ++i) {
+      auto want = product64(t, host[i], rows[i], cols, x);
+      if (i == 1)
+        for (int64_t r = 0; r < rows[1]; ++r) want[r] += bias[r];
+      EXPECT_LT(rel_err(g.download<float>(outs[i], rows[i]), want), 1e-5) << "store, matrix " << i;
+    }
+    const auto base = random_floats(rows[0], -5, 5);
+    auto acc = g.upload(base);
+    const MatvecJob one{as_matrix(wd[0], t, rows[0], cols), acc.as<float>()};
+    launch_matvec_f16(std::span(&one, 1), xd.as<float>(), MatvecMode::accumulate, nullptr, rpw);
+    auto want = product64(t, host[0], rows[0], cols, x);
+    for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
+    EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), 1e-5) << "accumulate";
+    const auto up_host = random_blocks(t, rows[0], cols);
+    auto up = g.upload(up_host);
+    auto h = g.poisoned(rows[0]);
+    const MatvecJob pair[2] = {{as_matrix(wd[0], t, rows[0], cols), h.as<float>()}, {as_matrix(up, t, rows[0], cols), nullptr}};
+    launch_matvec_f16(pair, xd.as<float>(), MatvecMode::swiglu, nullptr, rpw);
+    const auto gate = product64(t, host[0], rows[0], cols, x), upv = product64(t, up_host, rows[0], cols, x);
+    std::vector<double> sw(rows[0]);
+    for (int64_t r = 0; r < rows[0]; ++r) sw[r] = gate[r] / (1 + std::exp(-gate[r])) * upv[r];
+    EXPECT_LT(rel_err(g.download<float>(h, rows[0]), sw), 1e-5) << "swiglu";
+  }
+  // Odd rows cannot take two a warp.
+  auto w = g.upload(random_blocks(t, 5, cols));
+  auto out = g.poisoned(5);
+  const MatvecJob odd{as_matrix(w, t, 5, cols), out.as<float>()};
+  EXPECT_THROW(launch_matvec_f16(std::span(&odd, 1), xd.as<float>(), MatvecMode::store, nullptr, 2), std::invalid_argument);
 }
 
 TEST(KernelsGpu, ActivationQuantizationKeepsFifteenBits) {

@@ -315,7 +315,7 @@ bool launch_attention(const float* q, const __half* k_cache, const __half* v_cac
   const bool quantize = out_q && p.n_tokens == 1 && p.head_dim % 32 == 0 && p.head_dim <= 1024;
   const int threads = quantize ? p.head_dim : 128;
   kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens), threads, 0, stream, scratch, out, p, splits,
-                   quantize ? *out_q : Q8Act{nullptr, nullptr, nullptr});
+                   quantize ? *out_q : Q8Act{});
   return quantize;
 }
 

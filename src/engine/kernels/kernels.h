@@ -34,11 +34,13 @@ void launch_to_half(const float* x, __half* out, int64_t n, cudaStream_t stream)
 
 // One token's activations quantized for the integer mat-vec: per 32-element block two int8
 // planes and a scale, x = scale * (254 * hi + lo), about 15 bits (error under 1/64516 of the
-// block's largest magnitude). Stored in one buffer of q8act_bytes(n): hi[n], lo[n], scale[n/32].
+// block's largest magnitude), and the block's integer sum of 254 * hi + lo. Stored in one buffer
+// of q8act_bytes(n): hi[n], lo[n], scale[n/32], sum[n/32].
 struct Q8Act {
-  int8_t* hi;
-  int8_t* lo;
-  float* scale;
+  int8_t* hi = nullptr;
+  int8_t* lo = nullptr;
+  float* scale = nullptr;
+  float* sum = nullptr;
 };
 size_t q8act_bytes(int64_t n);
 Q8Act q8act_view(void* base, int64_t n);
@@ -64,7 +66,14 @@ struct MatvecJob {
 bool matvec_q8_supports(const QMatrix& w);
 // With out_q (swiglu only, rows % 32 == 0) the products are also quantized into out_q for the
 // next mat-vec, saving a launch.
-void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q = nullptr);
+// rows_per_warp (1, 2 or 4; 0 picks by size) must divide every matrix's rows.
+void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q = nullptr,
+                      int rows_per_warp = 0);
+
+// The same products for F16 weights on float activations (x 16-byte aligned, cols % 8 == 0);
+// rows_per_warp 1 or 2 (0 picks) must divide every matrix's rows.
+bool matvec_f16_supports(const QMatrix& w);
+void launch_matvec_f16(std::span<const MatvecJob> jobs, const float* x, MatvecMode mode, cudaStream_t stream, int rows_per_warp = 0);
 
 // out[t] = x[t] / rms(x[t]) * weight, rows of `dim`.
 void launch_rmsnorm(const float* x, const float* weight, float* out, int n_rows, int dim, float eps, cudaStream_t stream);

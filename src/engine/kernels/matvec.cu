@@ -14,7 +14,7 @@ namespace orcd {
 namespace {
 
 using kern::kWarp;
-constexpr int kRowsPerBlock = 4;
+constexpr int kWarpsPerBlock = 4;
 
 // 32 bits from a 2-byte-aligned address (most GGML blocks have odd sizes in 4-byte units).
 __device__ __forceinline__ int ld_i32_a2(const uint8_t* p) {
@@ -26,57 +26,82 @@ __device__ __forceinline__ int ld_i32(const int8_t* p) { return *reinterpret_cas
 // Bits 0..3 of b moved to bit 4 of bytes 0..3 (the fifth bit of four 5-bit quants).
 __device__ __forceinline__ int spread4(uint32_t b) { return static_cast<int>(((b * 0x00204081u) & 0x01010101u) << 4); }
 
-// Integer sums of four signed bytes of weights times both activation planes.
-struct Acc {
-  int hi = 0, lo = 0;
-  __device__ __forceinline__ void add(int q, const int8_t* h, const int8_t* l) {
-    hi = __dp4a(q, ld_i32(h), hi);
-    lo = __dp4a(q, ld_i32(l), lo);
-  }
-  __device__ __forceinline__ float value() const { return static_cast<float>(kern::kLoScale * hi + lo); }
+// The activations' part of one lane's share of a block: loaded once per block and used for
+// every row the warp computes (x points at the block's first element, scale/sum entries).
+struct XBlock {
+  const int8_t* hi;
+  const int8_t* lo;
+  const float* scale;
+  const float* sum;
 };
 
-// Each format: kElems per block, kBytes per block, kLanes cooperating on one block, and the
-// lane's share of the dot product. xh/xl/xs point at the block's first activation / scale.
+__device__ __forceinline__ float combine(int hi, int lo) { return static_cast<float>(kern::kLoScale * hi + lo); }
+
+// Each format: kElems per block, kBytes per block, kLanes cooperating on one block, the lane's
+// activations (Act, from load) and its share of one row's dot product (dot).
 struct MvQ8_0 {
   static constexpr int kElems = 32, kBytes = 34, kLanes = 4;
-  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
-    Acc a;
-    a.add(ld_i32_a2(b + 2 + 8 * u), xh + 8 * u, xl + 8 * u);
-    a.add(ld_i32_a2(b + 6 + 8 * u), xh + 8 * u + 4, xl + 8 * u + 4);
-    return kern::ld_half(b) * xs[0] * a.value();
+  struct Act { int h[2], l[2]; float s; };
+  __device__ static Act load(XBlock x, int u) {
+    return {{ld_i32(x.hi + 8 * u), ld_i32(x.hi + 8 * u + 4)}, {ld_i32(x.lo + 8 * u), ld_i32(x.lo + 8 * u + 4)}, x.scale[0]};
+  }
+  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
+    const int q0 = ld_i32_a2(b + 2 + 8 * u), q1 = ld_i32_a2(b + 6 + 8 * u);
+    const int hi = __dp4a(q1, a.h[1], __dp4a(q0, a.h[0], 0)), lo = __dp4a(q1, a.l[1], __dp4a(q0, a.l[0], 0));
+    return kern::ld_half(b) * a.s * combine(hi, lo);
   }
 };
+
+// Q4_0 / Q5_0: lane u takes elements 4u..4u+3 (low nibbles) and 16+4u.. (high nibbles).
+struct ActLowHigh {
+  int h[2], l[2];
+  float s;
+};
+__device__ __forceinline__ ActLowHigh load_low_high(XBlock x, int u) {
+  return {{ld_i32(x.hi + 4 * u), ld_i32(x.hi + 16 + 4 * u)}, {ld_i32(x.lo + 4 * u), ld_i32(x.lo + 16 + 4 * u)}, x.scale[0]};
+}
+__device__ __forceinline__ float dot_low_high(float d, int q_low, int q_high, const ActLowHigh& a) {
+  const int hi = __dp4a(q_high, a.h[1], __dp4a(q_low, a.h[0], 0)), lo = __dp4a(q_high, a.l[1], __dp4a(q_low, a.l[0], 0));
+  return d * a.s * combine(hi, lo);
+}
 
 struct MvQ4_0 {
   static constexpr int kElems = 32, kBytes = 18, kLanes = 4;
-  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
+  using Act = ActLowHigh;
+  __device__ static Act load(XBlock x, int u) { return load_low_high(x, u); }
+  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
     const int q = ld_i32_a2(b + 2 + 4 * u);
-    Acc a;
-    a.add(__vsub4(q & 0x0F0F0F0F, 0x08080808), xh + 4 * u, xl + 4 * u);
-    a.add(__vsub4((q >> 4) & 0x0F0F0F0F, 0x08080808), xh + 16 + 4 * u, xl + 16 + 4 * u);
-    return kern::ld_half(b) * xs[0] * a.value();
+    return dot_low_high(kern::ld_half(b), __vsub4(q & 0x0F0F0F0F, 0x08080808), __vsub4((q >> 4) & 0x0F0F0F0F, 0x08080808), a);
   }
 };
 
 struct MvQ5_0 {
   static constexpr int kElems = 32, kBytes = 22, kLanes = 4;
-  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
+  using Act = ActLowHigh;
+  __device__ static Act load(XBlock x, int u) { return load_low_high(x, u); }
+  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
     const auto qh = static_cast<uint32_t>(ld_i32_a2(b + 2));
     const int q = ld_i32_a2(b + 6 + 4 * u);
-    Acc a;
-    a.add(__vsub4((q & 0x0F0F0F0F) | spread4((qh >> (4 * u)) & 0xF), 0x10101010), xh + 4 * u, xl + 4 * u);
-    a.add(__vsub4(((q >> 4) & 0x0F0F0F0F) | spread4((qh >> (16 + 4 * u)) & 0xF), 0x10101010), xh + 16 + 4 * u, xl + 16 + 4 * u);
-    return kern::ld_half(b) * xs[0] * a.value();
+    return dot_low_high(kern::ld_half(b), __vsub4((q & 0x0F0F0F0F) | spread4((qh >> (4 * u)) & 0xF), 0x10101010),
+                        __vsub4(((q >> 4) & 0x0F0F0F0F) | spread4((qh >> (16 + 4 * u)) & 0xF), 0x10101010), a);
   }
 };
 
 // Q4_K / Q5_K: lane u takes 16 bytes of quants of the pair of sub-blocks (2p, 2p+1), p = u / 2:
-// their elements l0..l0+15 in the low nibbles (2p) and the high nibbles (2p+1).
+// their elements l0..l0+15 in the low nibbles (2p) and the high nibbles (2p+1). The min terms
+// use the activations' block sums, so only the quants take dot products.
 template <bool kFive>
 struct MvQK {
   static constexpr int kElems = 256, kBytes = kFive ? 176 : 144, kLanes = 8;
-  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
+  struct Act { int4 ha, la, hb, lb; float sa, sb, suma, sumb; };
+  __device__ static Act load(XBlock x, int u) {
+    const int p = u >> 1, l0 = 16 * (u & 1);
+    return {*reinterpret_cast<const int4*>(x.hi + 64 * p + l0), *reinterpret_cast<const int4*>(x.lo + 64 * p + l0),
+            *reinterpret_cast<const int4*>(x.hi + 64 * p + 32 + l0), *reinterpret_cast<const int4*>(x.lo + 64 * p + 32 + l0),
+            // Two lanes share each sub-block; the first one takes its whole min term.
+            x.scale[2 * p], x.scale[2 * p + 1], (u & 1) ? 0.0f : x.sum[2 * p], (u & 1) ? 0.0f : x.sum[2 * p + 1]};
+  }
+  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
     const int p = u >> 1, l0 = 16 * (u & 1);
     const uint4 qv = *reinterpret_cast<const uint4*>(b + (kFive ? 48 : 16) + 32 * p + l0);
     const int qs[4] = {static_cast<int>(qv.x), static_cast<int>(qv.y), static_cast<int>(qv.z), static_cast<int>(qv.w)};
@@ -85,12 +110,9 @@ struct MvQK {
       const uint4 hv = *reinterpret_cast<const uint4*>(b + 16 + l0);
       hs[0] = static_cast<int>(hv.x), hs[1] = static_cast<int>(hv.y), hs[2] = static_cast<int>(hv.z), hs[3] = static_cast<int>(hv.w);
     }
-    // This lane's activations: 16 bytes per plane for each of the two sub-blocks.
-    const int4 hav = *reinterpret_cast<const int4*>(xh + 64 * p + l0), lav = *reinterpret_cast<const int4*>(xl + 64 * p + l0);
-    const int4 hbv = *reinterpret_cast<const int4*>(xh + 64 * p + 32 + l0), lbv = *reinterpret_cast<const int4*>(xl + 64 * p + 32 + l0);
-    const int ha[4] = {hav.x, hav.y, hav.z, hav.w}, la[4] = {lav.x, lav.y, lav.z, lav.w};
-    const int hb[4] = {hbv.x, hbv.y, hbv.z, hbv.w}, lb[4] = {lbv.x, lbv.y, lbv.z, lbv.w};
-    int qa_hi = 0, qa_lo = 0, qb_hi = 0, qb_lo = 0, sa_hi = 0, sa_lo = 0, sb_hi = 0, sb_lo = 0;
+    const int ha[4] = {a.ha.x, a.ha.y, a.ha.z, a.ha.w}, la[4] = {a.la.x, a.la.y, a.la.z, a.la.w};
+    const int hb[4] = {a.hb.x, a.hb.y, a.hb.z, a.hb.w}, lb[4] = {a.lb.x, a.lb.y, a.lb.z, a.lb.w};
+    int qa_hi = 0, qa_lo = 0, qb_hi = 0, qb_lo = 0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       int lo = qs[i] & 0x0F0F0F0F, hi = (qs[i] >> 4) & 0x0F0F0F0F;
@@ -100,16 +122,11 @@ struct MvQK {
       }
       qa_hi = __dp4a(lo, ha[i], qa_hi), qa_lo = __dp4a(lo, la[i], qa_lo);
       qb_hi = __dp4a(hi, hb[i], qb_hi), qb_lo = __dp4a(hi, lb[i], qb_lo);
-      sa_hi = __dp4a(0x01010101, ha[i], sa_hi), sa_lo = __dp4a(0x01010101, la[i], sa_lo);
-      sb_hi = __dp4a(0x01010101, hb[i], sb_hi), sb_lo = __dp4a(0x01010101, lb[i], sb_lo);
     }
-    const auto v = [](int h, int l) { return static_cast<float>(kern::kLoScale * h + l); };
-    // Scales and mins: the 12 bytes as three words, d and dmin as one.
-    const uint32_t* w32 = reinterpret_cast<const uint32_t*>(b);
-    const uint32_t dm = w32[0], s0 = w32[1], s1 = w32[2], s2 = w32[3];
+    // Scales and mins: the header as one 16-byte load, d and dmin as the first word.
+    const uint4 head = *reinterpret_cast<const uint4*>(b);
+    const uint32_t sc_lo = head.y, mn_lo = head.z, hi_bits = head.w;  // scales 0-3, mins 0-3, high parts
     const auto byte = [](uint32_t word, int k) { return static_cast<int>((word >> (8 * k)) & 0xFF); };
-    const uint32_t sc_lo = s0, mn_lo = s1, hi_bits = s2;  // bytes 0-3: scales 0-3, 4-7: mins 0-3, 8-11: high parts
-    int sca, mna, scb, mnb;
     const auto scale_min = [&](int sb, int& sc, int& mn) {
       if (sb < 4) {
         sc = byte(sc_lo, sb) & 63;
@@ -119,11 +136,12 @@ struct MvQK {
         mn = (byte(hi_bits, sb - 4) >> 4) | ((byte(mn_lo, sb - 4) >> 6) << 4);
       }
     };
+    int sca, mna, scb, mnb;
     scale_min(2 * p, sca, mna);
     scale_min(2 * p + 1, scb, mnb);
-    const float2 dd = __half22float2(*reinterpret_cast<const __half2*>(&dm));
-    return xs[2 * p] * (dd.x * sca * v(qa_hi, qa_lo) - dd.y * mna * v(sa_hi, sa_lo)) +
-           xs[2 * p + 1] * (dd.x * scb * v(qb_hi, qb_lo) - dd.y * mnb * v(sb_hi, sb_lo));
+    const float2 dd = __half22float2(*reinterpret_cast<const __half2*>(&head.x));
+    return a.sa * (dd.x * sca * combine(qa_hi, qa_lo) - dd.y * mna * a.suma) +
+           a.sb * (dd.x * scb * combine(qb_hi, qb_lo) - dd.y * mnb * a.sumb);
   }
 };
 
@@ -131,7 +149,18 @@ struct MvQK {
 // 32-element groups k, whose low nibbles sit in two ql words and high bit pairs in one qh word.
 struct MvQ6_K {
   static constexpr int kElems = 256, kBytes = 210, kLanes = 16;
-  __device__ static float dot(const uint8_t* b, int u, const int8_t* xh, const int8_t* xl, const float* xs) {
+  struct Act { int h[4], l[4]; float s[4]; };
+  __device__ static Act load(XBlock x, int u) {
+    const int h = u >> 3, l0 = 4 * (u & 7);
+    Act a;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int off = 128 * h + 32 * k + l0;
+      a.h[k] = ld_i32(x.hi + off), a.l[k] = ld_i32(x.lo + off), a.s[k] = x.scale[4 * h + k];
+    }
+    return a;
+  }
+  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
     const int h = u >> 3, l0 = 4 * (u & 7);
     const int qa = ld_i32_a2(b + 64 * h + l0), qb = ld_i32_a2(b + 64 * h + 32 + l0), qh = ld_i32_a2(b + 128 + 32 * h + l0);
     const auto* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * h + (l0 >= 16 ? 1 : 0));
@@ -140,10 +169,7 @@ struct MvQ6_K {
     for (int k = 0; k < 4; ++k) {
       const int nib = ((k & 1 ? qb : qa) >> (k >= 2 ? 4 : 0)) & 0x0F0F0F0F;
       const int q = __vsub4(nib | (((qh >> (2 * k)) & 0x03030303) << 4), 0x20202020);
-      Acc a;
-      const int off = 128 * h + 32 * k + l0;
-      a.add(q, xh + off, xl + off);
-      sum += static_cast<float>(sc[2 * k]) * xs[4 * h + k] * a.value();
+      sum += static_cast<float>(sc[2 * k]) * a.s[k] * combine(__dp4a(q, a.h[k], 0), __dp4a(q, a.l[k], 0));
     }
     return kern::ld_half(b + 208) * sum;
   }
@@ -161,16 +187,16 @@ struct MvJobs {
   int n;
 };
 
-// kWarps warps per block, each on kRowsPerWarp consecutive rows (their loads in flight
-// together). In swiglu mode with `hq` set, the block's 32 rows are also quantized for the next
-// product.
-template <class T, MatvecMode kMode, int kWarps, int kRowsPerWarp>
-__global__ void __launch_bounds__(kWarp* kWarps, kWarps >= 16 ? 2 : 1) matvec_q8_kernel(MvJobs jobs, const int8_t* __restrict__ xh, const int8_t* __restrict__ xl,
-                                                                  const float* __restrict__ xs, int cols, Q8Act hq) {
-  constexpr int kBlockRows = kWarps * kRowsPerWarp;
-  static_assert(kRowsPerWarp == 1 || kMode == MatvecMode::swiglu, "several rows a warp only within one matrix");
+// kWarps warps per block, each on kRows consecutive rows of one matrix (of both matrices in
+// swiglu mode), so one load of the activations serves all of them and their weight loads are in
+// flight together. In swiglu mode with `hq` set, the block's 32 rows are also quantized for the
+// next product.
+template <class T, MatvecMode kMode, int kWarps, int kRows>
+__global__ void __launch_bounds__(kWarp* kWarps, kWarps >= 16 ? 2 : 1) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq) {
+  constexpr int kBlockRows = kWarps * kRows;
+  constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
   const int r0 = blockIdx.x * kBlockRows;
-  int r = r0 + threadIdx.y * kRowsPerWarp;  // first row of this warp
+  int r = r0 + threadIdx.y * kRows;  // first row of this warp; every job's rows are a multiple of kRows
   MvJob J = jobs.job[0];  // constant indices only: a dynamic one would copy the parameters to the stack
   if constexpr (kMode != MatvecMode::swiglu) {
     if (r >= J.rows && jobs.n > 1) {
@@ -182,53 +208,53 @@ __global__ void __launch_bounds__(kWarp* kWarps, kWarps >= 16 ? 2 : 1) matvec_q8
       }
     }
   }
+  const uint8_t* w[kMats] = {J.w};
+  if constexpr (kMats == 2) w[1] = jobs.job[1].w;
   const int lane = threadIdx.x, u = lane % T::kLanes;
   // Weights do not depend on earlier kernels: start pulling the rows into L2 before waiting.
+  if (r < J.rows)
 #pragma unroll
-  for (int i = 0; i < kRowsPerWarp; ++i)
-    if (r + i < J.rows)
-      for (size_t off = lane * 128; off < J.row_bytes; off += kWarp * 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(J.w + static_cast<size_t>(r + i) * J.row_bytes + off));
+    for (int m = 0; m < kMats; ++m)
+      for (size_t off = lane * 128; off < kRows * J.row_bytes; off += kWarp * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(w[m] + static_cast<size_t>(r) * J.row_bytes + off));
   kern::wait_for_producer();
   if (kBlockRows != 32 && r >= J.rows) return;
   constexpr int kStep = kWarp / T::kLanes;
   const int nb = cols / T::kElems;
-  float acc[kRowsPerWarp] = {}, acc2[kRowsPerWarp] = {};
+  float acc[kMats][kRows] = {};
   auto step = [&](int b) {
     const int e = b * T::kElems;
+    const typename T::Act a = T::load({x.hi + e, x.lo + e, x.scale + e / 32, x.sum + e / 32}, u);
 #pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) {
-      if (r + i >= J.rows) break;
-      const size_t off = static_cast<size_t>(r + i) * J.row_bytes + static_cast<size_t>(b) * T::kBytes;
-      acc[i] += T::dot(J.w + off, u, xh + e, xl + e, xs + e / 32);
-      if constexpr (kMode == MatvecMode::swiglu) acc2[i] += T::dot(jobs.job[1].w + off, u, xh + e, xl + e, xs + e / 32);
-    }
+    for (int m = 0; m < kMats; ++m)
+#pragma unroll
+      for (int i = 0; i < kRows; ++i)
+        acc[m][i] += T::dot(w[m] + static_cast<size_t>(r + i) * J.row_bytes + static_cast<size_t>(b) * T::kBytes, u, a);
   };
-  // Two blocks per lane per iteration: their loads are in flight together (nothing is stored in
-  // the loop, so the compiler may hoist them).
   int b = lane / T::kLanes;
-  for (; b + kStep < nb; b += 2 * kStep) {
-    step(b);
-    step(b + kStep);
+  if constexpr (kMats * kRows == 1) {  // one row: two blocks a lane per iteration keep two loads in flight
+    for (; b + kStep < nb; b += 2 * kStep) {
+      step(b);
+      step(b + kStep);
+    }
   }
-  if (b < nb) step(b);
+  for (; b < nb; b += kStep) step(b);
   kern::allow_consumer();
   __shared__ float outs[kBlockRows];
 #pragma unroll
-  for (int i = 0; i < kRowsPerWarp; ++i) {
-    float a = kern::warp_sum(acc[i]);
-    if (r + i >= J.rows) continue;
+  for (int i = 0; i < kRows; ++i) {
+    float a = kern::warp_sum(acc[0][i]);
     float result;
     if (J.bias) a += J.bias[r + i];
     if constexpr (kMode == MatvecMode::accumulate) {
       result = J.out[r + i] + a;
     } else if constexpr (kMode == MatvecMode::swiglu) {
-      const float a2 = kern::warp_sum(acc2[i]);
+      const float a2 = kern::warp_sum(acc[kMats - 1][i]);
       result = a / (1.0f + expf(-a)) * a2;
     } else {
       result = a;
     }
-    if (lane == 0) J.out[r + i] = result, outs[threadIdx.y * kRowsPerWarp + i] = result;
+    if (lane == 0) J.out[r + i] = result, outs[threadIdx.y * kRows + i] = result;
   }
   if constexpr (kBlockRows == 32) {
     if (hq.hi) {  // rows % 32 == 0 here, so every row of the block is live
@@ -302,11 +328,12 @@ bool matvec_q8_supports(const QMatrix& w) {
   return !aligned16 || (reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && w.row_bytes % 16 == 0);
 }
 
-size_t q8act_bytes(int64_t n) { return static_cast<size_t>(n) * 2 + static_cast<size_t>(n / 32) * 4; }
+size_t q8act_bytes(int64_t n) { return static_cast<size_t>(n) * 2 + static_cast<size_t>(n / 32) * 8; }
 
 Q8Act q8act_view(void* base, int64_t n) {
   auto* p = static_cast<int8_t*>(base);
-  return {p, p + n, reinterpret_cast<float*>(p + 2 * n)};
+  auto* scale = reinterpret_cast<float*>(p + 2 * n);
+  return {p, p + n, scale, scale + n / 32};
 }
 
 void launch_quantize_act(const float* x, int64_t n, const Q8Act& q, cudaStream_t stream) {
@@ -323,7 +350,27 @@ bool launch_rmsnorm_quant(const float* x, const float* weight, float* out, const
   return true;
 }
 
-void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q) {
+int matvec_rows_per_warp(std::span<const MatvecJob> jobs, MatvecMode mode) {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  int64_t rows = 0;
+  for (const MatvecJob& j : jobs) rows += j.w.rows;
+  if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
+  // More rows a warp share more activation loads, but fewer blocks: keep at least two per SM.
+  for (int k : {4, 2}) {
+    bool divides = true;
+    for (const MatvecJob& j : jobs) divides &= j.w.rows % k == 0;
+    if (divides && rows / (kWarpsPerBlock * k) >= 2 * sms) return k;
+  }
+  return 1;
+}
+
+void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q,
+                      int rows_per_warp) {
   if (jobs.empty() || jobs.size() > 3) throw std::invalid_argument("matvec_q8: 1 to 3 matrices per launch");
   if (mode == MatvecMode::swiglu && (jobs.size() != 2 || jobs[0].w.rows != jobs[1].w.rows))
     throw std::invalid_argument("matvec_q8: swiglu takes a gate and an up matrix of equal rows");
@@ -340,17 +387,27 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   }
   p.n = static_cast<int>(jobs.size());
   if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
+  if (rows_per_warp == 0) rows_per_warp = matvec_rows_per_warp(jobs, mode);
+  if (rows_per_warp != 1 && rows_per_warp != 2 && rows_per_warp != 4)
+    throw std::invalid_argument("matvec_q8: rows a warp must be 1, 2 or 4");
+  for (const MatvecJob& j : jobs)
+    if (j.w.rows % rows_per_warp != 0) throw std::invalid_argument("matvec_q8: every matrix's rows must be a multiple of the rows a warp");
   const int cols = static_cast<int>(jobs[0].w.cols);
-  const Q8Act hq = out_q ? *out_q : Q8Act{nullptr, nullptr, nullptr};
+  const Q8Act hq = out_q ? *out_q : Q8Act{};
   dispatch_q8(jobs[0].w.type, [&]<class T>() {
-    auto run = [&]<MatvecMode kMode, int kWarps, int kRowsPerWarp>() {
-      kern::launch_pdl(matvec_q8_kernel<T, kMode, kWarps, kRowsPerWarp>, kern::ceil_div(rows, kWarps * kRowsPerWarp), dim3(kWarp, kWarps), 0,
-                       stream, p, x.hi, x.lo, x.scale, cols, hq);
+    auto run = [&]<MatvecMode kMode, int kWarps, int kRows>() {
+      kern::launch_pdl(matvec_q8_kernel<T, kMode, kWarps, kRows>, kern::ceil_div(rows, kWarps * kRows), dim3(kWarp, kWarps), 0, stream, p,
+                       x, cols, hq);
     };
-    if (mode == MatvecMode::store) run.template operator()<MatvecMode::store, kRowsPerBlock, 1>();
-    else if (mode == MatvecMode::accumulate) run.template operator()<MatvecMode::accumulate, kRowsPerBlock, 1>();
+    auto by_rows = [&]<MatvecMode kMode>() {
+      if (rows_per_warp == 4) run.template operator()<kMode, kWarpsPerBlock, 4>();
+      else if (rows_per_warp == 2) run.template operator()<kMode, kWarpsPerBlock, 2>();
+      else run.template operator()<kMode, kWarpsPerBlock, 1>();
+    };
+    if (mode == MatvecMode::store) by_rows.template operator()<MatvecMode::store>();
+    else if (mode == MatvecMode::accumulate) by_rows.template operator()<MatvecMode::accumulate>();
     else if (out_q) run.template operator()<MatvecMode::swiglu, 16, 2>();  // 32 rows a block, quantized together
-    else run.template operator()<MatvecMode::swiglu, kRowsPerBlock, 1>();
+    else by_rows.template operator()<MatvecMode::swiglu>();
   });
 }
 
