@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fmt/format.h>
 #include <thread>
 
@@ -60,50 +61,46 @@ Runner add_serve(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("serve", "Load a model into VRAM and serve it over HTTP");
   cmd->add_option("--config", o->config_file, "TOML config file; flags override it");
-  // Flags are read into a second config and applied over the file's values when given.
+  // Flags are read into a second config; each one given replaces the file's value.
   auto f = std::make_shared<WorkerConfig>();
-  auto* model = cmd->add_option("--model,-m", f->model, "GGUF file (default: $WORKER_ORCD_MODEL or the cache's Qwen2.5-0.5B-Instruct Q4_K_M)");
-  auto* gpu = cmd->add_option("--gpu-device", f->gpu_device, "CUDA device index");
-  auto* port = cmd->add_option("--port", f->port, "TCP port (0: any free port)");
-  auto* host = cmd->add_option("--host", f->host, "Address to listen on");
-  auto* wid = cmd->add_option("--worker-id", f->worker_id, "Worker id reported in health and the ready callback");
-  auto* ctx = cmd->add_option("--ctx-size,-c", f->ctx_size, "Context length (default: the model's, at most 4096)");
-  auto* cb = cmd->add_option("--callback-url", f->callback_url, "POST a ready message here once serving");
-  auto* qs = cmd->add_option("--queue-size", f->queue_size, "Requests that may wait behind the running one");
-  auto* rc = cmd->add_option("--residency-check-secs", f->residency_check_secs, "Seconds between VRAM residency checks");
-  auto* lf = cmd->add_option("--log-format", f->log_format, "json or text");
-  auto* lp = cmd->add_flag("--log-prompts", f->log_prompts, "Log prompts and outputs (off by default)");
-  auto* mb = cmd->add_option("--max-body-bytes", f->max_body_bytes, "Largest request body accepted");
+  auto overrides = std::make_shared<std::vector<std::function<void(WorkerConfig&)>>>();
+  auto option = [&]<class V>(const char* name, V WorkerConfig::*member, const char* help) {
+    CLI::Option* opt = cmd->add_option(name, (*f).*member, help);
+    overrides->push_back([opt, f, member](WorkerConfig& c) {
+      if (*opt) c.*member = (*f).*member;
+    });
+  };
+  option("--model,-m", &WorkerConfig::model, "GGUF file (default: $WORKER_ORCD_MODEL or the cache's Qwen2.5-0.5B-Instruct Q4_K_M)");
+  option("--gpu-device", &WorkerConfig::gpu_device, "CUDA device index");
+  option("--port", &WorkerConfig::port, "TCP port (0: any free port)");
+  option("--host", &WorkerConfig::host, "Address to listen on");
+  option("--worker-id", &WorkerConfig::worker_id, "Worker id reported in health and the ready callback");
+  option("--ctx-size,-c", &WorkerConfig::ctx_size, "Context length (default: the model's, at most 4096)");
+  option("--callback-url", &WorkerConfig::callback_url, "POST a ready message here once serving");
+  option("--queue-size", &WorkerConfig::queue_size, "Requests that may wait behind the running one");
+  option("--residency-check-secs", &WorkerConfig::residency_check_secs, "Seconds between VRAM residency checks");
+  option("--log-format", &WorkerConfig::log_format, "json or text");
+  option("--max-body-bytes", &WorkerConfig::max_body_bytes, "Largest request body accepted");
+  option("--model-sha256", &WorkerConfig::model_sha256, "Expected SHA-256 of a model given by URL");
+  option("--model-cache-dir", &WorkerConfig::model_cache_dir, "Where models given by URL are downloaded");
+  option("--allow-shared-gpu", &WorkerConfig::allow_shared_gpu, "false: refuse to start beside other GPU processes");
+  option("--auto-pause", &WorkerConfig::auto_pause_for_contention, "Give the GPU back while other processes use it");
+  option("--gpu-poll-secs", &WorkerConfig::gpu_poll_secs, "Seconds between checks for other GPU processes");
+  option("--contention-grace-secs", &WorkerConfig::contention_grace_secs, "How long others must stay (or stay away) before pausing (resuming)");
+  // A switch rather than an option taking a value, and an optional member: added by hand.
+  CLI::Option* log_prompts = cmd->add_flag("--log-prompts", f->log_prompts, "Log prompts and outputs (off by default)");
+  overrides->push_back([log_prompts](WorkerConfig& c) {
+    if (*log_prompts) c.log_prompts = true;
+  });
   auto reserved = std::make_shared<uint64_t>(0);
-  auto* rv = cmd->add_option("--reserved-vram", *reserved, "Bytes of VRAM never used (default max(10% of total, 2 GiB))");
-  auto* sha = cmd->add_option("--model-sha256", f->model_sha256, "Expected SHA-256 of a model given by URL");
-  auto* cache = cmd->add_option("--model-cache-dir", f->model_cache_dir, "Where models given by URL are downloaded");
-  auto* shared = cmd->add_option("--allow-shared-gpu", f->allow_shared_gpu, "false: refuse to start beside other GPU processes");
-  auto* pause = cmd->add_option("--auto-pause", f->auto_pause_for_contention, "Give the GPU back while other processes use it");
-  auto* poll = cmd->add_option("--gpu-poll-secs", f->gpu_poll_secs, "Seconds between checks for other GPU processes");
-  auto* grace = cmd->add_option("--contention-grace-secs", f->contention_grace_secs, "How long others must stay (or stay away) before pausing (resuming)");
-  return [o, f, model, gpu, port, host, wid, ctx, cb, qs, rc, lf, lp, mb, rv, reserved, shared, pause, poll, grace, sha, cache] {
+  CLI::Option* rv = cmd->add_option("--reserved-vram", *reserved, "Bytes of VRAM never used (default max(10% of total, 2 GiB))");
+  overrides->push_back([rv, reserved](WorkerConfig& c) {
+    if (*rv) c.reserved_system_vram = *reserved;
+  });
+  return [o, overrides] {
     WorkerConfig& c = o->cfg;
     if (!o->config_file.empty()) c.load_toml(o->config_file);
-    if (*model) c.model = f->model;
-    if (*gpu) c.gpu_device = f->gpu_device;
-    if (*port) c.port = f->port;
-    if (*host) c.host = f->host;
-    if (*wid) c.worker_id = f->worker_id;
-    if (*ctx) c.ctx_size = f->ctx_size;
-    if (*cb) c.callback_url = f->callback_url;
-    if (*qs) c.queue_size = f->queue_size;
-    if (*rc) c.residency_check_secs = f->residency_check_secs;
-    if (*lf) c.log_format = f->log_format;
-    if (*lp) c.log_prompts = true;
-    if (*mb) c.max_body_bytes = f->max_body_bytes;
-    if (*rv) c.reserved_system_vram = *reserved;
-    if (*shared) c.allow_shared_gpu = f->allow_shared_gpu;
-    if (*sha) c.model_sha256 = f->model_sha256;
-    if (*cache) c.model_cache_dir = f->model_cache_dir;
-    if (*pause) c.auto_pause_for_contention = f->auto_pause_for_contention;
-    if (*poll) c.gpu_poll_secs = f->gpu_poll_secs;
-    if (*grace) c.contention_grace_secs = f->contention_grace_secs;
+    for (const auto& apply : *overrides) apply(c);
     const bool defaulted = c.model.empty();
     if (defaulted) c.model = default_model_path();
     c.validate();

@@ -78,3 +78,27 @@ TEST(Cli, ServeExplainsWhatIsMissing) {
   EXPECT_NE(r.err.find("/nonexistent/qwen.gguf"), std::string::npos);
   EXPECT_NE(r.err.find("--model"), std::string::npos);
 }
+
+// Flags override the config file's values only where they are given; the rest of the file stays.
+TEST(Cli, ServeFlagsOverrideTheConfigFileWhereGiven) {
+  const std::string dir = test::temp_dir();
+  const std::string toml = dir + "/worker.toml";
+  {
+    FILE* f = std::fopen(toml.c_str(), "wb");
+    std::fputs("model = \"/nonexistent/from-file.gguf\"\nlog_format = \"xml\"\nport = 70000\n", f);
+    std::fclose(f);
+  }
+  auto r = test::run_cli("serve --config '" + toml + "' --port 0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("log_format must be"), std::string::npos) << r.err;  // the file's value is kept
+  r = test::run_cli("serve --config '" + toml + "' --log-format text");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("port must be"), std::string::npos) << r.err;
+  r = test::run_cli("serve --config '" + toml + "' --log-format text --port 0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("MODEL_NOT_FOUND"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("/nonexistent/from-file.gguf"), std::string::npos) << r.err;
+  r = test::run_cli("serve --config '" + toml + "' --log-format text --port 0 --model /nonexistent/from-flag.gguf");
+  EXPECT_NE(r.err.find("/nonexistent/from-flag.gguf"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("from-file"), std::string::npos) << r.err;
+}
