@@ -208,13 +208,23 @@ void expect_q8_holds(const std::vector<int8_t>& bytes, const std::vector<float>&
   }
 }
 
+void check_integer_matvec(int64_t cols);
+
 // The activation format keeps about 15 bits: with x uniform in [-3, 3] the rounding error is
 // about 1.6e-5 of x's rms, so the integer mat-vec is held to 1e-4 relative error against float64
 // (a 5-row product fluctuates around that mean; the float matmul's bar is 1e-5).
+// Two widths: 1024 columns fill every unrolled step of a row exactly for the 256-element types;
+// 2816 (11 K-quant blocks, 88 small blocks) leaves partial steps.
 TEST(KernelsGpu, IntegerMatvecMatchesFloat64InEveryMode) {
   ORCD_REQUIRE_GPU();
+  for (int64_t cols : {1024, 2816}) {
+    SCOPED_TRACE("cols " + std::to_string(cols));
+    check_integer_matvec(cols);
+  }
+}
+
+void check_integer_matvec(int64_t cols) {
   Gpu g;
-  const int64_t cols = 1024;
   const auto x = random_floats(cols, -3, 3);
   auto xd = g.upload(x);
   auto qbuf = g.alloc.alloc(q8act_bytes(cols), VramPurpose::workspace, "q8 activations");

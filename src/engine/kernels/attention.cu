@@ -149,13 +149,14 @@ __device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half
 #pragma unroll
       for (int i = 0; i < kPer; ++i) o[g][i] *= corr;
     }
-    const int n_here = min(kChunkPos, end - c);
+    // Every row of the chunk is read (past the end, the last valid row again, with weight 0), so
+    // that the loads need not wait for one another.
+    const int last = min(kChunkPos, end - c) - 1;
     const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * kPer;
 #pragma unroll
     for (int j = 0; j < kChunkPos; ++j) {
-      if (j >= n_here) break;
       float vf[kPer];
-      const __half2* vr = reinterpret_cast<const __half2*>(vbase + j * kv_dim);
+      const __half2* vr = reinterpret_cast<const __half2*>(vbase + min(j, last) * kv_dim);
 #pragma unroll
       for (int i = 0; i < kPer / 2; ++i) {
         const float2 f = __half22float2(vr[i]);

@@ -37,18 +37,21 @@ struct XBlock {
 
 __device__ __forceinline__ float combine(int hi, int lo) { return static_cast<float>(kern::kLoScale * hi + lo); }
 
-// Each format: kElems per block, kBytes per block, kLanes cooperating on one block, the lane's
-// activations (Act, from load) and its share of one row's dot product (dot).
+// Each format: kElems per block, kBytes per block, kLanes cooperating on one block, kFetches
+// blocks' weights a lane keeps in flight (as many as the 128 registers allow); a lane's
+// share of a block's weights (W, from fetch: loads only, so that the kernel can put many in
+// flight before using any), of the activations (Act, from load) and of one row's dot product.
 struct MvQ8_0 {
-  static constexpr int kElems = 32, kBytes = 34, kLanes = 4;
+  static constexpr int kElems = 32, kBytes = 34, kLanes = 4, kFetches = 4;
+  struct W { int q0, q1; float d; };
   struct Act { int h[2], l[2]; float s; };
+  __device__ static W fetch(const uint8_t* b, int u) { return {ld_i32_a2(b + 2 + 8 * u), ld_i32_a2(b + 6 + 8 * u), kern::ld_half(b)}; }
   __device__ static Act load(XBlock x, int u) {
     return {{ld_i32(x.hi + 8 * u), ld_i32(x.hi + 8 * u + 4)}, {ld_i32(x.lo + 8 * u), ld_i32(x.lo + 8 * u + 4)}, x.scale[0]};
   }
-  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
-    const int q0 = ld_i32_a2(b + 2 + 8 * u), q1 = ld_i32_a2(b + 6 + 8 * u);
-    const int hi = __dp4a(q1, a.h[1], __dp4a(q0, a.h[0], 0)), lo = __dp4a(q1, a.l[1], __dp4a(q0, a.l[0], 0));
-    return kern::ld_half(b) * a.s * combine(hi, lo);
+  __device__ static float dot(const W& w, int, const Act& a) {
+    const int hi = __dp4a(w.q1, a.h[1], __dp4a(w.q0, a.h[0], 0)), lo = __dp4a(w.q1, a.l[1], __dp4a(w.q0, a.l[0], 0));
+    return w.d * a.s * combine(hi, lo);
   }
 };
 
@@ -66,24 +69,27 @@ __device__ __forceinline__ float dot_low_high(float d, int q_low, int q_high, co
 }
 
 struct MvQ4_0 {
-  static constexpr int kElems = 32, kBytes = 18, kLanes = 4;
+  static constexpr int kElems = 32, kBytes = 18, kLanes = 4, kFetches = 4;
+  struct W { int q; float d; };
   using Act = ActLowHigh;
+  __device__ static W fetch(const uint8_t* b, int u) { return {ld_i32_a2(b + 2 + 4 * u), kern::ld_half(b)}; }
   __device__ static Act load(XBlock x, int u) { return load_low_high(x, u); }
-  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
-    const int q = ld_i32_a2(b + 2 + 4 * u);
-    return dot_low_high(kern::ld_half(b), __vsub4(q & 0x0F0F0F0F, 0x08080808), __vsub4((q >> 4) & 0x0F0F0F0F, 0x08080808), a);
+  __device__ static float dot(const W& w, int, const Act& a) {
+    return dot_low_high(w.d, __vsub4(w.q & 0x0F0F0F0F, 0x08080808), __vsub4((w.q >> 4) & 0x0F0F0F0F, 0x08080808), a);
   }
 };
 
 struct MvQ5_0 {
-  static constexpr int kElems = 32, kBytes = 22, kLanes = 4;
+  static constexpr int kElems = 32, kBytes = 22, kLanes = 4, kFetches = 4;
+  struct W { uint32_t qh; int q; float d; };
   using Act = ActLowHigh;
+  __device__ static W fetch(const uint8_t* b, int u) {
+    return {static_cast<uint32_t>(ld_i32_a2(b + 2)), ld_i32_a2(b + 6 + 4 * u), kern::ld_half(b)};
+  }
   __device__ static Act load(XBlock x, int u) { return load_low_high(x, u); }
-  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
-    const auto qh = static_cast<uint32_t>(ld_i32_a2(b + 2));
-    const int q = ld_i32_a2(b + 6 + 4 * u);
-    return dot_low_high(kern::ld_half(b), __vsub4((q & 0x0F0F0F0F) | spread4((qh >> (4 * u)) & 0xF), 0x10101010),
-                        __vsub4(((q >> 4) & 0x0F0F0F0F) | spread4((qh >> (16 + 4 * u)) & 0xF), 0x10101010), a);
+  __device__ static float dot(const W& w, int u, const Act& a) {
+    return dot_low_high(w.d, __vsub4((w.q & 0x0F0F0F0F) | spread4((w.qh >> (4 * u)) & 0xF), 0x10101010),
+                        __vsub4(((w.q >> 4) & 0x0F0F0F0F) | spread4((w.qh >> (16 + 4 * u)) & 0xF), 0x10101010), a);
   }
 };
 
@@ -92,8 +98,17 @@ struct MvQ5_0 {
 // use the activations' block sums, so only the quants take dot products.
 template <bool kFive>
 struct MvQK {
-  static constexpr int kElems = 256, kBytes = kFive ? 176 : 144, kLanes = 8;
+  static constexpr int kElems = 256, kBytes = kFive ? 176 : 144, kLanes = 8, kFetches = kFive ? 4 : 8;
+  struct W { uint4 head, q, h; };  // h: the fifth bits (Q5_K only)
   struct Act { int4 ha, la, hb, lb; float sa, sb, suma, sumb; };
+  __device__ static W fetch(const uint8_t* b, int u) {
+    const int p = u >> 1, l0 = 16 * (u & 1);
+    W w;
+    w.head = *reinterpret_cast<const uint4*>(b);  // d, dmin, then 12 bytes of 6-bit scales and mins
+    w.q = *reinterpret_cast<const uint4*>(b + (kFive ? 48 : 16) + 32 * p + l0);
+    if constexpr (kFive) w.h = *reinterpret_cast<const uint4*>(b + 16 + l0);
+    return w;
+  }
   __device__ static Act load(XBlock x, int u) {
     const int p = u >> 1, l0 = 16 * (u & 1);
     return {*reinterpret_cast<const int4*>(x.hi + 64 * p + l0), *reinterpret_cast<const int4*>(x.lo + 64 * p + l0),
@@ -101,15 +116,10 @@ struct MvQK {
             // Two lanes share each sub-block; the first one takes its whole min term.
             x.scale[2 * p], x.scale[2 * p + 1], (u & 1) ? 0.0f : x.sum[2 * p], (u & 1) ? 0.0f : x.sum[2 * p + 1]};
   }
-  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
-    const int p = u >> 1, l0 = 16 * (u & 1);
-    const uint4 qv = *reinterpret_cast<const uint4*>(b + (kFive ? 48 : 16) + 32 * p + l0);
-    const int qs[4] = {static_cast<int>(qv.x), static_cast<int>(qv.y), static_cast<int>(qv.z), static_cast<int>(qv.w)};
-    int hs[4] = {};
-    if constexpr (kFive) {
-      const uint4 hv = *reinterpret_cast<const uint4*>(b + 16 + l0);
-      hs[0] = static_cast<int>(hv.x), hs[1] = static_cast<int>(hv.y), hs[2] = static_cast<int>(hv.z), hs[3] = static_cast<int>(hv.w);
-    }
+  __device__ static float dot(const W& w, int u, const Act& a) {
+    const int p = u >> 1;
+    const int qs[4] = {static_cast<int>(w.q.x), static_cast<int>(w.q.y), static_cast<int>(w.q.z), static_cast<int>(w.q.w)};
+    const int hs[4] = {static_cast<int>(w.h.x), static_cast<int>(w.h.y), static_cast<int>(w.h.z), static_cast<int>(w.h.w)};
     const int ha[4] = {a.ha.x, a.ha.y, a.ha.z, a.ha.w}, la[4] = {a.la.x, a.la.y, a.la.z, a.la.w};
     const int hb[4] = {a.hb.x, a.hb.y, a.hb.z, a.hb.w}, lb[4] = {a.lb.x, a.lb.y, a.lb.z, a.lb.w};
     int qa_hi = 0, qa_lo = 0, qb_hi = 0, qb_lo = 0;
@@ -123,33 +133,31 @@ struct MvQK {
       qa_hi = __dp4a(lo, ha[i], qa_hi), qa_lo = __dp4a(lo, la[i], qa_lo);
       qb_hi = __dp4a(hi, hb[i], qb_hi), qb_lo = __dp4a(hi, lb[i], qb_lo);
     }
-    // Scales and mins: the header as one 16-byte load, d and dmin as the first word.
-    const uint4 head = *reinterpret_cast<const uint4*>(b);
-    const uint32_t sc_lo = head.y, mn_lo = head.z, hi_bits = head.w;  // scales 0-3, mins 0-3, high parts
-    const auto byte = [](uint32_t word, int k) { return static_cast<int>((word >> (8 * k)) & 0xFF); };
-    const auto scale_min = [&](int sb, int& sc, int& mn) {
-      if (sb < 4) {
-        sc = byte(sc_lo, sb) & 63;
-        mn = byte(mn_lo, sb) & 63;
-      } else {
-        sc = (byte(hi_bits, sb - 4) & 0xF) | ((byte(sc_lo, sb - 4) >> 6) << 4);
-        mn = (byte(hi_bits, sb - 4) >> 4) | ((byte(mn_lo, sb - 4) >> 6) << 4);
-      }
-    };
-    int sca, mna, scb, mnb;
-    scale_min(2 * p, sca, mna);
-    scale_min(2 * p + 1, scb, mnb);
-    const float2 dd = __half22float2(*reinterpret_cast<const __half2*>(&head.x));
-    return a.sa * (dd.x * sca * combine(qa_hi, qa_lo) - dd.y * mna * a.suma) +
-           a.sb * (dd.x * scb * combine(qb_hi, qb_lo) - dd.y * mnb * a.sumb);
+    // Scales and mins of sub-blocks 2p and 2p+1 as byte pairs, without branching on p: the
+    // first four sit in the low 6 bits of header words 1 (scales) and 2 (mins); the last four
+    // take 4 bits from word 3 and their top 2 bits from the top of words 1 and 2.
+    const int sh = 16 * (p & 1);
+    const uint32_t s16 = (w.head.y >> sh) & 0xFFFF, m16 = (w.head.z >> sh) & 0xFFFF, h16 = (w.head.w >> sh) & 0xFFFF;
+    const uint32_t sc = p < 2 ? s16 & 0x3F3F : (h16 & 0x0F0F) | ((s16 >> 2) & 0x3030);
+    const uint32_t mn = p < 2 ? m16 & 0x3F3F : ((h16 >> 4) & 0x0F0F) | ((m16 >> 2) & 0x3030);
+    const float2 dd = __half22float2(*reinterpret_cast<const __half2*>(&w.head.x));
+    return a.sa * (dd.x * static_cast<float>(sc & 0xFF) * combine(qa_hi, qa_lo) - dd.y * static_cast<float>(mn & 0xFF) * a.suma) +
+           a.sb * (dd.x * static_cast<float>(sc >> 8) * combine(qb_hi, qb_lo) - dd.y * static_cast<float>(mn >> 8) * a.sumb);
   }
 };
 
 // Q6_K: lane u takes half h = u / 8 and positions l0..l0+3 (l0 = 4 (u % 8)) of its four
 // 32-element groups k, whose low nibbles sit in two ql words and high bit pairs in one qh word.
 struct MvQ6_K {
-  static constexpr int kElems = 256, kBytes = 210, kLanes = 16;
+  static constexpr int kElems = 256, kBytes = 210, kLanes = 16, kFetches = 8;
+  struct W { int qa, qb, qh; int8_t sc[4]; float d; };
   struct Act { int h[4], l[4]; float s[4]; };
+  __device__ static W fetch(const uint8_t* b, int u) {
+    const int h = u >> 3, l0 = 4 * (u & 7);
+    const auto* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * h + (l0 >= 16 ? 1 : 0));
+    return {ld_i32_a2(b + 64 * h + l0), ld_i32_a2(b + 64 * h + 32 + l0), ld_i32_a2(b + 128 + 32 * h + l0), {sc[0], sc[2], sc[4], sc[6]},
+            kern::ld_half(b + 208)};
+  }
   __device__ static Act load(XBlock x, int u) {
     const int h = u >> 3, l0 = 4 * (u & 7);
     Act a;
@@ -160,18 +168,15 @@ struct MvQ6_K {
     }
     return a;
   }
-  __device__ static float dot(const uint8_t* b, int u, const Act& a) {
-    const int h = u >> 3, l0 = 4 * (u & 7);
-    const int qa = ld_i32_a2(b + 64 * h + l0), qb = ld_i32_a2(b + 64 * h + 32 + l0), qh = ld_i32_a2(b + 128 + 32 * h + l0);
-    const auto* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * h + (l0 >= 16 ? 1 : 0));
+  __device__ static float dot(const W& w, int, const Act& a) {
     float sum = 0.0f;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const int nib = ((k & 1 ? qb : qa) >> (k >= 2 ? 4 : 0)) & 0x0F0F0F0F;
-      const int q = __vsub4(nib | (((qh >> (2 * k)) & 0x03030303) << 4), 0x20202020);
-      sum += static_cast<float>(sc[2 * k]) * a.s[k] * combine(__dp4a(q, a.h[k], 0), __dp4a(q, a.l[k], 0));
+      const int nib = ((k & 1 ? w.qb : w.qa) >> (k >= 2 ? 4 : 0)) & 0x0F0F0F0F;
+      const int q = __vsub4(nib | (((w.qh >> (2 * k)) & 0x03030303) << 4), 0x20202020);
+      sum += static_cast<float>(w.sc[k]) * a.s[k] * combine(__dp4a(q, a.h[k], 0), __dp4a(q, a.l[k], 0));
     }
-    return kern::ld_half(b + 208) * sum;
+    return w.d * sum;
   }
 };
 
@@ -185,16 +190,20 @@ struct MvJob {
 struct MvJobs {
   MvJob job[3];
   int n;
+  bool prefetch;  // pull each warp's rows into L2 before waiting for the previous kernel
 };
 
 // kWarps warps per block, each on kRows consecutive rows of one matrix (of both matrices in
-// swiglu mode), so one load of the activations serves all of them and their weight loads are in
-// flight together. In swiglu mode with `hq` set, the block's 32 rows are also quantized for the
-// next product.
+// swiglu mode), so one load of the activations serves all of them. A lane fetches its share of
+// kUnroll blocks of every row before it uses any (T::kFetches in flight): the products are bound
+// by memory latency otherwise, and the compiler does not hoist loads across rows by itself.
+// In swiglu mode with `hq` set, the block's 32 rows are also quantized for the next product.
+// At most 128 registers a thread, so that 16 warps fit an SM.
 template <class T, MatvecMode kMode, int kWarps, int kRows>
-__global__ void __launch_bounds__(kWarp* kWarps, kWarps >= 16 ? 2 : 1) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq) {
+__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq) {
   constexpr int kBlockRows = kWarps * kRows;
   constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
+  constexpr int kUnroll = kMats * kRows >= T::kFetches ? 1 : T::kFetches / (kMats * kRows);
   const int r0 = blockIdx.x * kBlockRows;
   int r = r0 + threadIdx.y * kRows;  // first row of this warp; every job's rows are a multiple of kRows
   MvJob J = jobs.job[0];  // constant indices only: a dynamic one would copy the parameters to the stack
@@ -212,7 +221,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, kWarps >= 16 ? 2 : 1) matvec_q8
   if constexpr (kMats == 2) w[1] = jobs.job[1].w;
   const int lane = threadIdx.x, u = lane % T::kLanes;
   // Weights do not depend on earlier kernels: start pulling the rows into L2 before waiting.
-  if (r < J.rows)
+  if (jobs.prefetch && r < J.rows)
 #pragma unroll
     for (int m = 0; m < kMats; ++m)
       for (size_t off = lane * 128; off < kRows * J.row_bytes; off += kWarp * 128)
@@ -221,24 +230,33 @@ __global__ void __launch_bounds__(kWarp* kWarps, kWarps >= 16 ? 2 : 1) matvec_q8
   if (kBlockRows != 32 && r >= J.rows) return;
   constexpr int kStep = kWarp / T::kLanes;
   const int nb = cols / T::kElems;
+  const uint8_t* row[kMats][kRows];
+#pragma unroll
+  for (int m = 0; m < kMats; ++m)
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) row[m][i] = w[m] + static_cast<size_t>(r + i) * J.row_bytes;
   float acc[kMats][kRows] = {};
-  auto step = [&](int b) {
-    const int e = b * T::kElems;
-    const typename T::Act a = T::load({x.hi + e, x.lo + e, x.scale + e / 32, x.sum + e / 32}, u);
+  for (int b0 = lane / T::kLanes; b0 < nb; b0 += kUnroll * kStep) {
+    typename T::W wr[kUnroll][kMats][kRows];
 #pragma unroll
-    for (int m = 0; m < kMats; ++m)
+    for (int s = 0; s < kUnroll; ++s)
+      if (b0 + s * kStep < nb)
 #pragma unroll
-      for (int i = 0; i < kRows; ++i)
-        acc[m][i] += T::dot(w[m] + static_cast<size_t>(r + i) * J.row_bytes + static_cast<size_t>(b) * T::kBytes, u, a);
-  };
-  int b = lane / T::kLanes;
-  if constexpr (kMats * kRows == 1) {  // one row: two blocks a lane per iteration keep two loads in flight
-    for (; b + kStep < nb; b += 2 * kStep) {
-      step(b);
-      step(b + kStep);
+        for (int m = 0; m < kMats; ++m)
+#pragma unroll
+          for (int i = 0; i < kRows; ++i) wr[s][m][i] = T::fetch(row[m][i] + static_cast<size_t>(b0 + s * kStep) * T::kBytes, u);
+#pragma unroll
+    for (int s = 0; s < kUnroll; ++s) {
+      const int e = (b0 + s * kStep) * T::kElems;
+      if (e < cols) {
+        const typename T::Act a = T::load({x.hi + e, x.lo + e, x.scale + e / 32, x.sum + e / 32}, u);
+#pragma unroll
+        for (int m = 0; m < kMats; ++m)
+#pragma unroll
+          for (int i = 0; i < kRows; ++i) acc[m][i] += T::dot(wr[s][m][i], u, a);
+      }
     }
   }
-  for (; b < nb; b += kStep) step(b);
   kern::allow_consumer();
   __shared__ float outs[kBlockRows];
 #pragma unroll
@@ -301,6 +319,20 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_quant_kernel(const float
   }
 }
 
+int sm_count() {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  return sms;
+}
+
+// Launches reading more than this are not prefetched into L2: their early lines would be evicted
+// before use (hit rates of 25-37% measured on 8B products), doubling part of the reads.
+constexpr size_t kPrefetchMaxBytes = 16u << 20;
+
 template <typename F>
 bool dispatch_q8(GgmlType t, F&& f) {
   switch (t) {
@@ -351,12 +383,7 @@ bool launch_rmsnorm_quant(const float* x, const float* weight, float* out, const
 }
 
 int matvec_rows_per_warp(std::span<const MatvecJob> jobs, MatvecMode mode) {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
+  const int sms = sm_count();
   int64_t rows = 0;
   for (const MatvecJob& j : jobs) rows += j.w.rows;
   if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
@@ -386,6 +413,9 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     rows += w.rows;
   }
   p.n = static_cast<int>(jobs.size());
+  size_t bytes = 0;
+  for (const MatvecJob& j : jobs) bytes += static_cast<size_t>(j.w.rows) * j.w.row_bytes;
+  p.prefetch = bytes <= kPrefetchMaxBytes;
   if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
   if (rows_per_warp == 0) rows_per_warp = matvec_rows_per_warp(jobs, mode);
   if (rows_per_warp != 1 && rows_per_warp != 2 && rows_per_warp != 4)
@@ -406,7 +436,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     };
     if (mode == MatvecMode::store) by_rows.template operator()<MatvecMode::store>();
     else if (mode == MatvecMode::accumulate) by_rows.template operator()<MatvecMode::accumulate>();
-    else if (out_q) run.template operator()<MatvecMode::swiglu, 16, 2>();  // 32 rows a block, quantized together
+    else if (out_q) run.template operator()<MatvecMode::swiglu, 8, 4>();  // 32 rows a block, quantized together
     else by_rows.template operator()<MatvecMode::swiglu>();
   });
 }
