@@ -208,22 +208,35 @@ void expect_q8_holds(const std::vector<int8_t>& bytes, const std::vector<float>&
   }
 }
 
-void check_integer_matvec(int64_t cols);
+void check_integer_matvec(int64_t cols, MatvecKernel kernel);
 
 // The activation format keeps about 15 bits: with x uniform in [-3, 3] the rounding error is
 // about 1.6e-5 of x's rms, so the integer mat-vec is held to 1e-4 relative error against float64
 // (a 5-row product fluctuates around that mean; the float matmul's bar is 1e-5).
-// Two widths: 1024 columns fill every unrolled step of a row exactly for the 256-element types;
-// 2816 (11 K-quant blocks, 88 small blocks) leaves partial steps.
+// Three widths, so that both kernels run for every type: rows that split into whole bulk-copy
+// chunks take the shared-memory kernel (8192: several rounds of its ring of stages), the others
+// the register kernel with partial unrolled steps (896 for the 32-element types, 2816 = 11
+// blocks for the K-quants; 2816 is whole chunks for the 32-element types).
 TEST(KernelsGpu, IntegerMatvecMatchesFloat64InEveryMode) {
   ORCD_REQUIRE_GPU();
-  for (int64_t cols : {1024, 2816}) {
+  for (int64_t cols : {896, 2816, 8192}) {
     SCOPED_TRACE("cols " + std::to_string(cols));
-    check_integer_matvec(cols);
+    check_integer_matvec(cols, MatvecKernel::registers);
   }
 }
 
-void check_integer_matvec(int64_t cols) {
+// The shared-memory kernel on the widths whose rows split into its chunks; 8192 does for every
+// type (the kernel is otherwise kept for launches over 16 MB, too large for this test).
+TEST(KernelsGpu, BulkCopyMatvecMatchesFloat64InEveryMode) {
+  ORCD_REQUIRE_GPU();
+  int cc = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+  if (cc < 9) GTEST_SKIP() << "bulk copies need compute capability 9.0";
+  SCOPED_TRACE("cols 8192");
+  check_integer_matvec(8192, MatvecKernel::bulk);
+}
+
+void check_integer_matvec(int64_t cols, MatvecKernel kernel) {
   Gpu g;
   const auto x = random_floats(cols, -3, 3);
   auto xd = g.upload(x);
@@ -231,6 +244,7 @@ void check_integer_matvec(int64_t cols) {
   const Q8Act xq = q8act_view(qbuf.get(), cols);
   launch_quantize_act(xd.as<float>(), cols, xq, nullptr);
   for (GgmlType t : kQ8Types) {
+    if (cols % ggml_traits(t).block_size != 0) continue;
     SCOPED_TRACE(ggml_type_name(t));
     // Every rows-a-warp variant: three matrices in one launch with a bias on the second (with one
     // row a warp, rows not a multiple of the block), then accumulate and SwiGLU.
@@ -249,7 +263,7 @@ void check_integer_matvec(int64_t cols) {
       auto bd = g.upload(bias);
       std::vector<MatvecJob> jobs;
       for (int i = 0; i < 3; ++i) jobs.push_back({as_matrix(wd[i], t, rows[i], cols), outs[i].as<float>(), i == 1 ? bd.as<float>() : nullptr});
-      launch_matvec_q8(jobs, xq, MatvecMode::store, nullptr, nullptr, rpw);
+      launch_matvec_q8(jobs, xq, MatvecMode::store, nullptr, nullptr, rpw, kernel);
       for (int i = 0; i < 3; ++i) {
         auto want = product64(t, host[i], rows[i], cols, x);
         if (i == 1)
@@ -260,7 +274,7 @@ void check_integer_matvec(int64_t cols) {
       const auto base = random_floats(rows[0], -5, 5);
       auto acc = g.upload(base);
       const MatvecJob one{as_matrix(wd[0], t, rows[0], cols), acc.as<float>()};
-      launch_matvec_q8(std::span(&one, 1), xq, MatvecMode::accumulate, nullptr, nullptr, rpw);
+      launch_matvec_q8(std::span(&one, 1), xq, MatvecMode::accumulate, nullptr, nullptr, rpw, kernel);
       auto want = product64(t, host[0], rows[0], cols, x);
       for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
       EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), 1e-4) << "accumulate";
@@ -269,7 +283,7 @@ void check_integer_matvec(int64_t cols) {
       auto up = g.upload(up_host);
       auto h = g.poisoned(rows[0]);
       const MatvecJob pair[2] = {{as_matrix(wd[0], t, rows[0], cols), h.as<float>()}, {as_matrix(up, t, rows[0], cols), nullptr}};
-      launch_matvec_q8(pair, xq, MatvecMode::swiglu, nullptr, nullptr, rpw);
+      launch_matvec_q8(pair, xq, MatvecMode::swiglu, nullptr, nullptr, rpw, kernel);
       const auto gate = product64(t, host[0], rows[0], cols, x), upv = product64(t, up_host, rows[0], cols, x);
       std::vector<double> sw(rows[0]);
       for (int64_t r = 0; r < rows[0]; ++r) sw[r] = gate[r] / (1 + std::exp(-gate[r])) * upv[r];
@@ -283,7 +297,11 @@ void check_integer_matvec(int64_t cols) {
     auto hq_buf = g.alloc.alloc(q8act_bytes(R), VramPurpose::workspace, "q8 out");
     const Q8Act hq = q8act_view(hq_buf.get(), R);
     const MatvecJob pair64[2] = {{as_matrix(gd, t, R, cols), h64.as<float>()}, {as_matrix(ud, t, R, cols), nullptr}};
-    launch_matvec_q8(pair64, xq, MatvecMode::swiglu, nullptr, &hq);
+    if (kernel == MatvecKernel::bulk && t == GgmlType::Q6_K) {  // 32 rows of Q6_K chunks exceed shared memory
+      EXPECT_THROW(launch_matvec_q8(pair64, xq, MatvecMode::swiglu, nullptr, &hq, 0, kernel), std::invalid_argument);
+      continue;
+    }
+    launch_matvec_q8(pair64, xq, MatvecMode::swiglu, nullptr, &hq, 0, kernel);
     const auto g64 = product64(t, g_host, R, cols, x), u64 = product64(t, u_host, R, cols, x);
     std::vector<double> sw64(R);
     for (int64_t r = 0; r < R; ++r) sw64[r] = g64[r] / (1 + std::exp(-g64[r])) * u64[r];

@@ -67,8 +67,12 @@ bool matvec_q8_supports(const QMatrix& w);
 // With out_q (swiglu only, rows % 32 == 0) the products are also quantized into out_q for the
 // next mat-vec, saving a launch.
 // rows_per_warp (1, 2 or 4; 0 picks by size) must divide every matrix's rows.
+// Two kernels: weights through registers (small launches) or streamed through shared memory by
+// bulk copies (large launches on sm_90 whose rows split into whole chunks); `kernel` forces one
+// (tests), and forcing `bulk` where it cannot run throws std::invalid_argument.
+enum class MatvecKernel { automatic, registers, bulk };
 void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q = nullptr,
-                      int rows_per_warp = 0);
+                      int rows_per_warp = 0, MatvecKernel kernel = MatvecKernel::automatic);
 
 // The same products for F16 weights on float activations (x 16-byte aligned, cols % 8 == 0);
 // rows_per_warp 1 or 2 (0 picks) must divide every matrix's rows.

@@ -3,6 +3,8 @@
 // weights stay in their GGML blocks, and each warp walks one row with several lanes per block,
 // summing exact integers per sub-block before one float multiply with the scales. Up to three
 // matrices of one type and width (q/k/v, or gate/up) share a launch.
+#include <cuda/ptx>
+
 #include "common/cuda_check.h"
 #include "engine/kernels/common.cuh"
 #include "engine/kernels/kernels.h"
@@ -190,22 +192,17 @@ struct MvJob {
 struct MvJobs {
   MvJob job[3];
   int n;
-  bool prefetch;  // pull each warp's rows into L2 before waiting for the previous kernel
+  bool prefetch;  // small launch: pull each warp's rows into L2 before waiting for the previous kernel
 };
 
-// kWarps warps per block, each on kRows consecutive rows of one matrix (of both matrices in
-// swiglu mode), so one load of the activations serves all of them. A lane fetches its share of
-// kUnroll blocks of every row before it uses any (T::kFetches in flight): the products are bound
-// by memory latency otherwise, and the compiler does not hoist loads across rows by itself.
-// In swiglu mode with `hq` set, the block's 32 rows are also quantized for the next product.
-// At most 128 registers a thread, so that 16 warps fit an SM.
-template <class T, MatvecMode kMode, int kWarps, int kRows>
-__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq) {
-  constexpr int kBlockRows = kWarps * kRows;
-  constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
-  constexpr int kUnroll = kMats * kRows >= T::kFetches ? 1 : T::kFetches / (kMats * kRows);
-  const int r0 = blockIdx.x * kBlockRows;
-  int r = r0 + threadIdx.y * kRows;  // first row of this warp; every job's rows are a multiple of kRows
+// The rows a warp computes: kRows from row r of job J (of jobs 0 and 1 in swiglu mode). A
+// block's warps may fall in different jobs, whose rows are multiples of kRows.
+struct WarpRows {
+  MvJob J;
+  int r;
+};
+template <MatvecMode kMode, int kRows>
+__device__ __forceinline__ WarpRows warp_rows(const MvJobs& jobs, int r) {
   MvJob J = jobs.job[0];  // constant indices only: a dynamic one would copy the parameters to the stack
   if constexpr (kMode != MatvecMode::swiglu) {
     if (r >= J.rows && jobs.n > 1) {
@@ -217,6 +214,53 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
       }
     }
   }
+  return {J, r};
+}
+
+// The end of both mat-vec kernels: the warp's sums reduced and written per mode; in swiglu mode
+// with `hq` set (32 rows a block, all live), the block's outputs quantized for the next product.
+template <MatvecMode kMode, int kWarps, int kRows, int kMats>
+__device__ __forceinline__ void finish_rows(const float (&acc)[kMats][kRows], const MvJob& J, int r, int r0, const Q8Act& hq) {
+  constexpr int kBlockRows = kWarps * kRows;
+  const int lane = threadIdx.x;
+  __shared__ float outs[kBlockRows];
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    float a = kern::warp_sum(acc[0][i]);
+    float result;
+    if (J.bias) a += J.bias[r + i];
+    if constexpr (kMode == MatvecMode::accumulate) {
+      result = J.out[r + i] + a;
+    } else if constexpr (kMode == MatvecMode::swiglu) {
+      const float a2 = kern::warp_sum(acc[kMats - 1][i]);
+      result = a / (1.0f + expf(-a)) * a2;
+    } else {
+      result = a;
+    }
+    if (lane == 0) J.out[r + i] = result, outs[threadIdx.y * kRows + i] = result;
+  }
+  if constexpr (kBlockRows == 32) {
+    if (hq.hi) {
+      __syncthreads();
+      if (threadIdx.y == 0) kern::quantize_lane(outs[lane], r0 + lane, hq);
+    }
+  }
+}
+
+// kWarps warps per block, each on kRows consecutive rows of one matrix (of both matrices in
+// swiglu mode), so one load of the activations serves all of them. A lane fetches its share of
+// kUnroll blocks of every row before it uses any (T::kFetches in flight): the products are bound
+// by memory latency otherwise, and the compiler does not hoist loads across rows by itself.
+// At most 128 registers a thread, so that 16 warps fit an SM.
+template <class T, MatvecMode kMode, int kWarps, int kRows>
+__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq) {
+  constexpr int kBlockRows = kWarps * kRows;
+  constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
+  constexpr int kUnroll = kMats * kRows >= T::kFetches ? 1 : T::kFetches / (kMats * kRows);
+  const int r0 = blockIdx.x * kBlockRows;
+  const WarpRows wr = warp_rows<kMode, kRows>(jobs, r0 + threadIdx.y * kRows);
+  const MvJob& J = wr.J;
+  const int r = wr.r;
   const uint8_t* w[kMats] = {J.w};
   if constexpr (kMats == 2) w[1] = jobs.job[1].w;
   const int lane = threadIdx.x, u = lane % T::kLanes;
@@ -237,14 +281,14 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
     for (int i = 0; i < kRows; ++i) row[m][i] = w[m] + static_cast<size_t>(r + i) * J.row_bytes;
   float acc[kMats][kRows] = {};
   for (int b0 = lane / T::kLanes; b0 < nb; b0 += kUnroll * kStep) {
-    typename T::W wr[kUnroll][kMats][kRows];
+    typename T::W wts[kUnroll][kMats][kRows];
 #pragma unroll
     for (int s = 0; s < kUnroll; ++s)
       if (b0 + s * kStep < nb)
 #pragma unroll
         for (int m = 0; m < kMats; ++m)
 #pragma unroll
-          for (int i = 0; i < kRows; ++i) wr[s][m][i] = T::fetch(row[m][i] + static_cast<size_t>(b0 + s * kStep) * T::kBytes, u);
+          for (int i = 0; i < kRows; ++i) wts[s][m][i] = T::fetch(row[m][i] + static_cast<size_t>(b0 + s * kStep) * T::kBytes, u);
 #pragma unroll
     for (int s = 0; s < kUnroll; ++s) {
       const int e = (b0 + s * kStep) * T::kElems;
@@ -253,33 +297,97 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
 #pragma unroll
         for (int m = 0; m < kMats; ++m)
 #pragma unroll
-          for (int i = 0; i < kRows; ++i) acc[m][i] += T::dot(wr[s][m][i], u, a);
+          for (int i = 0; i < kRows; ++i) acc[m][i] += T::dot(wts[s][m][i], u, a);
       }
     }
   }
   kern::allow_consumer();
-  __shared__ float outs[kBlockRows];
+  finish_rows<kMode, kWarps, kRows>(acc, J, r, r0, hq);
+}
+
+// The same products with the weights streamed through shared memory by bulk copies (the TMA
+// unit, sm_90): each warp keeps kBulkStages chunks of all its rows in flight (kChunk blocks of
+// each row, one copy per row) without holding them in registers, and the first chunks are
+// requested before the kernel waits for the previous one. Used where every row splits into
+// whole chunks of a multiple of 16 bytes (see bulk_chunk).
+constexpr int kBulkStages = 3;
+template <class T>
+constexpr int bulk_chunk() {
+  int c = kWarp / T::kLanes;  // one warp step of blocks, doubled until 16-byte aligned
+  while (c * T::kBytes % 16 != 0) c *= 2;
+  return c;
+}
+template <class T, MatvecMode kMode, int kWarps, int kRows>
+constexpr int bulk_smem_bytes() {
+  return kWarps * kBulkStages * (kMode == MatvecMode::swiglu ? 2 : 1) * kRows * bulk_chunk<T>() * T::kBytes;
+}
+
+template <class T, MatvecMode kMode, int kWarps, int kRows>
+__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace ptx = cuda::ptx;
+  constexpr int kBlockRows = kWarps * kRows;
+  constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
+  constexpr int kChunk = bulk_chunk<T>(), kChunkBytes = kChunk * T::kBytes, kStageBytes = kMats * kRows * kChunkBytes;
+  constexpr int kStep = kWarp / T::kLanes;
+  extern __shared__ __align__(128) uint8_t ring_all[];
+  __shared__ uint64_t bars_all[kWarps][kBulkStages];
+  const int r0 = blockIdx.x * kBlockRows;
+  const WarpRows wr = warp_rows<kMode, kRows>(jobs, r0 + threadIdx.y * kRows);
+  const MvJob& J = wr.J;
+  const int r = wr.r;
+  const uint8_t* w[kMats] = {J.w};
+  if constexpr (kMats == 2) w[1] = jobs.job[1].w;
+  const int lane = threadIdx.x, u = lane % T::kLanes;
+  uint8_t* ring = ring_all + threadIdx.y * kBulkStages * kStageBytes;
+  uint64_t* bar = bars_all[threadIdx.y];
+  const int n_chunks = cols / (kChunk * T::kElems);
+  const bool live = r < J.rows;
+  auto request = [&](int c) {  // lane 0: chunk c of every row into its stage
+    uint64_t* b = &bar[c % kBulkStages];
+    uint8_t* dst = ring + (c % kBulkStages) * kStageBytes;
+    ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared, b, static_cast<uint32_t>(kStageBytes));
 #pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    float a = kern::warp_sum(acc[0][i]);
-    float result;
-    if (J.bias) a += J.bias[r + i];
-    if constexpr (kMode == MatvecMode::accumulate) {
-      result = J.out[r + i] + a;
-    } else if constexpr (kMode == MatvecMode::swiglu) {
-      const float a2 = kern::warp_sum(acc[kMats - 1][i]);
-      result = a / (1.0f + expf(-a)) * a2;
-    } else {
-      result = a;
-    }
-    if (lane == 0) J.out[r + i] = result, outs[threadIdx.y * kRows + i] = result;
+    for (int m = 0; m < kMats; ++m)
+#pragma unroll
+      for (int i = 0; i < kRows; ++i)
+        ptx::cp_async_bulk(ptx::space_cluster, ptx::space_global, dst + (m * kRows + i) * kChunkBytes,
+                           w[m] + static_cast<size_t>(r + i) * J.row_bytes + static_cast<size_t>(c) * kChunkBytes,
+                           static_cast<uint32_t>(kChunkBytes), b);
+  };
+  if (lane == 0 && live) {
+    for (int s = 0; s < kBulkStages; ++s) ptx::mbarrier_init(&bar[s], 1);
+    ptx::fence_proxy_async(ptx::space_shared);  // the initialized barriers, visible to the copies
+    for (int c = 0; c < n_chunks && c < kBulkStages; ++c) request(c);
   }
-  if constexpr (kBlockRows == 32) {
-    if (hq.hi) {  // rows % 32 == 0 here, so every row of the block is live
-      __syncthreads();
-      if (threadIdx.y == 0) kern::quantize_lane(outs[lane], r0 + lane, hq);
+  __syncwarp();
+  kern::wait_for_producer();
+  if (kBlockRows != 32 && !live) return;
+  float acc[kMats][kRows] = {};
+  for (int c = 0; c < n_chunks; ++c) {
+    uint64_t* b = &bar[c % kBulkStages];
+    while (!ptx::mbarrier_try_wait_parity(b, static_cast<uint32_t>((c / kBulkStages) & 1))) {
+    }
+    const uint8_t* stage = ring + (c % kBulkStages) * kStageBytes;
+#pragma unroll
+    for (int k = 0; k < kChunk / kStep; ++k) {
+      const int blk = k * kStep + lane / T::kLanes;
+      const int e = (c * kChunk + blk) * T::kElems;
+      const typename T::Act a = T::load({x.hi + e, x.lo + e, x.scale + e / 32, x.sum + e / 32}, u);
+#pragma unroll
+      for (int m = 0; m < kMats; ++m)
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) acc[m][i] += T::dot(T::fetch(stage + (m * kRows + i) * kChunkBytes + blk * T::kBytes, u), u, a);
+    }
+    __syncwarp();  // every lane is done with the stage before it is refilled
+    if (lane == 0 && c + kBulkStages < n_chunks) {
+      ptx::fence_proxy_async(ptx::space_shared);
+      request(c + kBulkStages);
     }
   }
+  kern::allow_consumer();
+  finish_rows<kMode, kWarps, kRows>(acc, J, r, r0, hq);
+#endif
 }
 
 __global__ void quantize_act_kernel(const float* __restrict__ x, int64_t n, Q8Act q) {
@@ -329,9 +437,32 @@ int sm_count() {
   return sms;
 }
 
-// Launches reading more than this are not prefetched into L2: their early lines would be evicted
-// before use (hit rates of 25-37% measured on 8B products), doubling part of the reads.
-constexpr size_t kPrefetchMaxBytes = 16u << 20;
+// Bulk copies (cp.async.bulk) need compute capability 9.0.
+bool bulk_copies_supported() {
+  static const bool ok = [] {
+    int dev = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    return major >= 9;
+  }();
+  return ok;
+}
+int bulk_smem_limit() {
+  static const int bytes = [] {
+    int dev = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return n - 4096;  // room for the static shared memory (barriers, outputs)
+  }();
+  return bytes;
+}
+
+// Launches reading up to this take the register kernel with the rows prefetched into L2 while the
+// previous kernel finishes; larger ones stream through shared memory (where their rows split
+// into chunks). Measured on the H100 (docs/PERFORMANCE.md, step 9): the shared-memory kernel
+// wins on the 8B's down products and output head (33-430 MB), loses on the 1B's 19 MB gate/up,
+// and prefetching launches much over L2's size evicts their early lines before use.
+constexpr size_t kSmallLaunchBytes = 32u << 20;
 
 template <typename F>
 bool dispatch_q8(GgmlType t, F&& f) {
@@ -397,7 +528,7 @@ int matvec_rows_per_warp(std::span<const MatvecJob> jobs, MatvecMode mode) {
 }
 
 void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q,
-                      int rows_per_warp) {
+                      int rows_per_warp, MatvecKernel kernel) {
   if (jobs.empty() || jobs.size() > 3) throw std::invalid_argument("matvec_q8: 1 to 3 matrices per launch");
   if (mode == MatvecMode::swiglu && (jobs.size() != 2 || jobs[0].w.rows != jobs[1].w.rows))
     throw std::invalid_argument("matvec_q8: swiglu takes a gate and an up matrix of equal rows");
@@ -415,7 +546,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   p.n = static_cast<int>(jobs.size());
   size_t bytes = 0;
   for (const MatvecJob& j : jobs) bytes += static_cast<size_t>(j.w.rows) * j.w.row_bytes;
-  p.prefetch = bytes <= kPrefetchMaxBytes;
+  p.prefetch = bytes <= kSmallLaunchBytes;
   if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
   if (rows_per_warp == 0) rows_per_warp = matvec_rows_per_warp(jobs, mode);
   if (rows_per_warp != 1 && rows_per_warp != 2 && rows_per_warp != 4)
@@ -425,9 +556,25 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   const int cols = static_cast<int>(jobs[0].w.cols);
   const Q8Act hq = out_q ? *out_q : Q8Act{};
   dispatch_q8(jobs[0].w.type, [&]<class T>() {
+    // Bulk copies for large launches whose rows split into whole 16-byte-aligned chunks (sm_90).
+    bool can_bulk = bulk_copies_supported() && cols % (bulk_chunk<T>() * T::kElems) == 0;
+    for (const MatvecJob& j : jobs) can_bulk &= j.w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(j.w.data) % 16 == 0;
     auto run = [&]<MatvecMode kMode, int kWarps, int kRows>() {
-      kern::launch_pdl(matvec_q8_kernel<T, kMode, kWarps, kRows>, kern::ceil_div(rows, kWarps * kRows), dim3(kWarp, kWarps), 0, stream, p,
-                       x, cols, hq);
+      const int blocks = kern::ceil_div(rows, kWarps * kRows);
+      constexpr int smem = bulk_smem_bytes<T, kMode, kWarps, kRows>();
+      const bool fits = can_bulk && smem <= bulk_smem_limit();
+      if (kernel == MatvecKernel::bulk && !fits)
+        throw std::invalid_argument("matvec_q8: these rows do not split into bulk-copy chunks on this device");
+      if (kernel == MatvecKernel::bulk || (kernel == MatvecKernel::automatic && fits && !p.prefetch)) {
+        static const bool sized = [] {  // once per instantiation: more than 48 KiB must be asked for
+          CUDA_CHECK(cudaFuncSetAttribute(matvec_bulk_kernel<T, kMode, kWarps, kRows>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+          return true;
+        }();
+        (void)sized;
+        kern::launch_pdl(matvec_bulk_kernel<T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), smem, stream, p, x, cols, hq);
+      } else {
+        kern::launch_pdl(matvec_q8_kernel<T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), 0, stream, p, x, cols, hq);
+      }
     };
     auto by_rows = [&]<MatvecMode kMode>() {
       if (rows_per_warp == 4) run.template operator()<kMode, kWarpsPerBlock, 4>();
@@ -440,5 +587,4 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     else by_rows.template operator()<MatvecMode::swiglu>();
   });
 }
-
 }  // namespace orcd
