@@ -195,11 +195,13 @@ struct MvJobs {
   bool prefetch;  // small launch: pull each warp's rows into L2 before waiting for the previous kernel
 };
 
-// The rows a warp computes: kRows from row r of job J (of jobs 0 and 1 in swiglu mode). A
-// block's warps may fall in different jobs, whose rows are multiples of kRows.
+// The rows a warp computes: kRows from row r of job J, whose weights start at w[0] (in swiglu
+// mode, of jobs 0 and 1: w[0] and w[1]). A block's warps may fall in different jobs, whose rows
+// are multiples of kRows.
 struct WarpRows {
   MvJob J;
   int r;
+  const uint8_t* w[2];
 };
 template <MatvecMode kMode, int kRows>
 __device__ __forceinline__ WarpRows warp_rows(const MvJobs& jobs, int r) {
@@ -214,7 +216,7 @@ __device__ __forceinline__ WarpRows warp_rows(const MvJobs& jobs, int r) {
       }
     }
   }
-  return {J, r};
+  return {J, r, {J.w, kMode == MatvecMode::swiglu ? jobs.job[1].w : nullptr}};
 }
 
 // The end of both mat-vec kernels: the warp's sums reduced and written per mode; in swiglu mode
@@ -261,8 +263,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
   const WarpRows wr = warp_rows<kMode, kRows>(jobs, r0 + threadIdx.y * kRows);
   const MvJob& J = wr.J;
   const int r = wr.r;
-  const uint8_t* w[kMats] = {J.w};
-  if constexpr (kMats == 2) w[1] = jobs.job[1].w;
+  const uint8_t* const* w = wr.w;
   const int lane = threadIdx.x, u = lane % T::kLanes;
   // Weights do not depend on earlier kernels: start pulling the rows into L2 before waiting.
   if (jobs.prefetch && r < J.rows)
@@ -336,8 +337,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel
   const WarpRows wr = warp_rows<kMode, kRows>(jobs, r0 + threadIdx.y * kRows);
   const MvJob& J = wr.J;
   const int r = wr.r;
-  const uint8_t* w[kMats] = {J.w};
-  if constexpr (kMats == 2) w[1] = jobs.job[1].w;
+  const uint8_t* const* w = wr.w;
   const int lane = threadIdx.x, u = lane % T::kLanes;
   uint8_t* ring = ring_all + threadIdx.y * kBulkStages * kStageBytes;
   uint64_t* bar = bars_all[threadIdx.y];
@@ -427,34 +427,24 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_quant_kernel(const float
   }
 }
 
-int sm_count() {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
-  return sms;
+int device_attribute(cudaDeviceAttr attr) {
+  int dev = 0, v = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+  return v;
 }
-
+int sm_count() {
+  static const int n = device_attribute(cudaDevAttrMultiProcessorCount);
+  return n;
+}
 // Bulk copies (cp.async.bulk) need compute capability 9.0.
 bool bulk_copies_supported() {
-  static const bool ok = [] {
-    int dev = 0, major = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    return major >= 9;
-  }();
+  static const bool ok = device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9;
   return ok;
 }
-int bulk_smem_limit() {
-  static const int bytes = [] {
-    int dev = 0, n = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return n - 4096;  // room for the static shared memory (barriers, outputs)
-  }();
-  return bytes;
+int bulk_smem_limit() {  // leaves room for the static shared memory (barriers, outputs)
+  static const int n = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin) - 4096;
+  return n;
 }
 
 // Launches reading up to this take the register kernel with the rows prefetched into L2 while the
