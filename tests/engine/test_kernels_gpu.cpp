@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <set>
 #include <algorithm>
@@ -208,6 +209,49 @@ void expect_q8_holds(const std::vector<int8_t>& bytes, const std::vector<float>&
   }
 }
 
+// The three modes of a decode mat-vec against float64 within `tol`, through `launch`: three
+// matrices in one launch with a bias on the second (with one row a warp, rows not a multiple of
+// the block), accumulate onto random contents, and SwiGLU of two matrices of equal rows.
+using MatvecLaunch = std::function<void(std::span<const MatvecJob>, MatvecMode)>;
+void check_matvec_modes(Gpu& g, GgmlType t, const std::vector<float>& x, int rpw, double tol, const MatvecLaunch& launch) {
+  const auto cols = static_cast<int64_t>(x.size());
+  const int64_t rows[3] = {rpw == 1 ? 37 : 44, rpw == 1 ? 11 : 12, rpw == 1 ? 5 : 8};
+  std::vector<std::vector<uint8_t>> host;
+  std::vector<DeviceBuffer> wd, outs;
+  for (int64_t r : rows) {
+    host.push_back(random_blocks(t, r, cols));
+    wd.push_back(g.upload(host.back()));
+    outs.push_back(g.poisoned(r));
+  }
+  const auto bias = random_floats(rows[1]);
+  auto bd = g.upload(bias);
+  std::vector<MatvecJob> jobs;
+  for (int i = 0; i < 3; ++i) jobs.push_back({as_matrix(wd[i], t, rows[i], cols), outs[i].as<float>(), i == 1 ? bd.as<float>() : nullptr});
+  launch(jobs, MatvecMode::store);
+  for (int i = 0; i < 3; ++i) {
+    auto want = product64(t, host[i], rows[i], cols, x);
+    if (i == 1)
+      for (int64_t r = 0; r < rows[1]; ++r) want[r] += bias[r];
+    EXPECT_LT(rel_err(g.download<float>(outs[i], rows[i]), want), tol) << "store, matrix " << i;
+  }
+  const auto base = random_floats(rows[0], -5, 5);
+  auto acc = g.upload(base);
+  const MatvecJob one{as_matrix(wd[0], t, rows[0], cols), acc.as<float>()};
+  launch(std::span(&one, 1), MatvecMode::accumulate);
+  auto want = product64(t, host[0], rows[0], cols, x);
+  for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
+  EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), tol) << "accumulate";
+  const auto up_host = random_blocks(t, rows[0], cols);
+  auto up = g.upload(up_host);
+  auto h = g.poisoned(rows[0]);
+  const MatvecJob pair[2] = {{as_matrix(wd[0], t, rows[0], cols), h.as<float>()}, {as_matrix(up, t, rows[0], cols), nullptr}};
+  launch(pair, MatvecMode::swiglu);
+  const auto gate = product64(t, host[0], rows[0], cols, x), upv = product64(t, up_host, rows[0], cols, x);
+  std::vector<double> sw(rows[0]);
+  for (int64_t r = 0; r < rows[0]; ++r) sw[r] = gate[r] / (1 + std::exp(-gate[r])) * upv[r];
+  EXPECT_LT(rel_err(g.download<float>(h, rows[0]), sw), tol) << "swiglu";
+}
+
 void check_integer_matvec(int64_t cols, MatvecKernel kernel);
 
 // The activation format keeps about 15 bits: with x uniform in [-3, 3] the rounding error is
@@ -246,48 +290,12 @@ void check_integer_matvec(int64_t cols, MatvecKernel kernel) {
   for (GgmlType t : kQ8Types) {
     if (cols % ggml_traits(t).block_size != 0) continue;
     SCOPED_TRACE(ggml_type_name(t));
-    // Every rows-a-warp variant: three matrices in one launch with a bias on the second (with one
-    // row a warp, rows not a multiple of the block), then accumulate and SwiGLU.
     for (int rpw : {1, 2, 4}) {
       SCOPED_TRACE("rows a warp " + std::to_string(rpw));
-      const int64_t rows[3] = {rpw == 1 ? 37 : 44, rpw == 1 ? 11 : 12, rpw == 1 ? 5 : 8};
-      std::vector<std::vector<uint8_t>> host;
-      std::vector<DeviceBuffer> wd, outs;
-      for (int64_t r : rows) {
-        host.push_back(random_blocks(t, r, cols));
-        wd.push_back(g.upload(host.back()));
-        outs.push_back(g.poisoned(r));
-      }
-      ASSERT_TRUE(matvec_q8_supports(as_matrix(wd[0], t, rows[0], cols)));
-      const auto bias = random_floats(rows[1]);
-      auto bd = g.upload(bias);
-      std::vector<MatvecJob> jobs;
-      for (int i = 0; i < 3; ++i) jobs.push_back({as_matrix(wd[i], t, rows[i], cols), outs[i].as<float>(), i == 1 ? bd.as<float>() : nullptr});
-      launch_matvec_q8(jobs, xq, MatvecMode::store, nullptr, nullptr, rpw, kernel);
-      for (int i = 0; i < 3; ++i) {
-        auto want = product64(t, host[i], rows[i], cols, x);
-        if (i == 1)
-          for (int64_t r = 0; r < rows[1]; ++r) want[r] += bias[r];
-        EXPECT_LT(rel_err(g.download<float>(outs[i], rows[i]), want), 1e-4) << "store, matrix " << i;
-      }
-      // Accumulate: out += W x onto random contents.
-      const auto base = random_floats(rows[0], -5, 5);
-      auto acc = g.upload(base);
-      const MatvecJob one{as_matrix(wd[0], t, rows[0], cols), acc.as<float>()};
-      launch_matvec_q8(std::span(&one, 1), xq, MatvecMode::accumulate, nullptr, nullptr, rpw, kernel);
-      auto want = product64(t, host[0], rows[0], cols, x);
-      for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
-      EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), 1e-4) << "accumulate";
-      // SwiGLU of two matrices of equal rows.
-      auto up_host = random_blocks(t, rows[0], cols);
-      auto up = g.upload(up_host);
-      auto h = g.poisoned(rows[0]);
-      const MatvecJob pair[2] = {{as_matrix(wd[0], t, rows[0], cols), h.as<float>()}, {as_matrix(up, t, rows[0], cols), nullptr}};
-      launch_matvec_q8(pair, xq, MatvecMode::swiglu, nullptr, nullptr, rpw, kernel);
-      const auto gate = product64(t, host[0], rows[0], cols, x), upv = product64(t, up_host, rows[0], cols, x);
-      std::vector<double> sw(rows[0]);
-      for (int64_t r = 0; r < rows[0]; ++r) sw[r] = gate[r] / (1 + std::exp(-gate[r])) * upv[r];
-      EXPECT_LT(rel_err(g.download<float>(h, rows[0]), sw), 1e-4) << "swiglu";
+      check_matvec_modes(g, t, x, rpw, 1e-4, [&](std::span<const MatvecJob> jobs, MatvecMode mode) {
+        ASSERT_TRUE(matvec_q8_supports(jobs[0].w));
+        launch_matvec_q8(jobs, xq, mode, nullptr, nullptr, rpw, kernel);
+      });
     }
     // SwiGLU that also quantizes its 64 outputs for the next product.
     const int64_t R = 64;
@@ -322,42 +330,10 @@ TEST(KernelsGpu, F16MatvecMatchesFloat64InEveryMode) {
   auto xd = g.upload(x);
   for (int rpw : {1, 2}) {
     SCOPED_TRACE("rows a warp " + std::to_string(rpw));
-    const int64_t rows[3] = {rpw == 1 ? 37 : 44, rpw == 1 ? 11 : 12, rpw == 1 ? 5 : 8};
-    std::vector<std::vector<uint8_t>> host;
-    std::vector<DeviceBuffer> wd, outs;
-    for (int64_t r : rows) {
-      host.push_back(random_blocks(t, r, cols));
-      wd.push_back(g.upload(host.back()));
-      outs.push_back(g.poisoned(r));
-    }
-    ASSERT_TRUE(matvec_f16_supports(as_matrix(wd[0], t, rows[0], cols)));
-    const auto bias = random_floats(rows[1]);
-    auto bd = g.upload(bias);
-    std::vector<MatvecJob> jobs;
-    for (int i = 0; i < 3; ++i) jobs.push_back({as_matrix(wd[i], t, rows[i], cols), outs[i].as<float>(), i == 1 ? bd.as<float>() : nullptr});
-    launch_matvec_f16(jobs, xd.as<float>(), MatvecMode::store, nullptr, rpw);
-    for (int i = 0; i < 3; ++i) {
-      auto want = product64(t, host[i], rows[i], cols, x);
-      if (i == 1)
-        for (int64_t r = 0; r < rows[1]; ++r) want[r] += bias[r];
-      EXPECT_LT(rel_err(g.download<float>(outs[i], rows[i]), want), 1e-5) << "store, matrix " << i;
-    }
-    const auto base = random_floats(rows[0], -5, 5);
-    auto acc = g.upload(base);
-    const MatvecJob one{as_matrix(wd[0], t, rows[0], cols), acc.as<float>()};
-    launch_matvec_f16(std::span(&one, 1), xd.as<float>(), MatvecMode::accumulate, nullptr, rpw);
-    auto want = product64(t, host[0], rows[0], cols, x);
-    for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
-    EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), 1e-5) << "accumulate";
-    const auto up_host = random_blocks(t, rows[0], cols);
-    auto up = g.upload(up_host);
-    auto h = g.poisoned(rows[0]);
-    const MatvecJob pair[2] = {{as_matrix(wd[0], t, rows[0], cols), h.as<float>()}, {as_matrix(up, t, rows[0], cols), nullptr}};
-    launch_matvec_f16(pair, xd.as<float>(), MatvecMode::swiglu, nullptr, rpw);
-    const auto gate = product64(t, host[0], rows[0], cols, x), upv = product64(t, up_host, rows[0], cols, x);
-    std::vector<double> sw(rows[0]);
-    for (int64_t r = 0; r < rows[0]; ++r) sw[r] = gate[r] / (1 + std::exp(-gate[r])) * upv[r];
-    EXPECT_LT(rel_err(g.download<float>(h, rows[0]), sw), 1e-5) << "swiglu";
+    check_matvec_modes(g, t, x, rpw, 1e-5, [&](std::span<const MatvecJob> jobs, MatvecMode mode) {
+      ASSERT_TRUE(matvec_f16_supports(jobs[0].w));
+      launch_matvec_f16(jobs, xd.as<float>(), mode, nullptr, rpw);
+    });
   }
   // Odd rows cannot take two a warp.
   auto w = g.upload(random_blocks(t, 5, cols));

@@ -9,6 +9,7 @@
 #include "engine/kernels/common.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/launch.cuh"
+#include "engine/kernels/matvec_jobs.cuh"
 #include "engine/kernels/q8act.cuh"
 #include "engine/kernels/quant.cuh"
 
@@ -195,30 +196,6 @@ struct MvJobs {
   bool prefetch;  // small launch: pull each warp's rows into L2 before waiting for the previous kernel
 };
 
-// The rows a warp computes: kRows from row r of job J, whose weights start at w[0] (in swiglu
-// mode, of jobs 0 and 1: w[0] and w[1]). A block's warps may fall in different jobs, whose rows
-// are multiples of kRows.
-struct WarpRows {
-  MvJob J;
-  int r;
-  const uint8_t* w[2];
-};
-template <MatvecMode kMode, int kRows>
-__device__ __forceinline__ WarpRows warp_rows(const MvJobs& jobs, int r) {
-  MvJob J = jobs.job[0];  // constant indices only: a dynamic one would copy the parameters to the stack
-  if constexpr (kMode != MatvecMode::swiglu) {
-    if (r >= J.rows && jobs.n > 1) {
-      r -= J.rows;
-      J = jobs.job[1];
-      if (r >= J.rows && jobs.n > 2) {
-        r -= J.rows;
-        J = jobs.job[2];
-      }
-    }
-  }
-  return {J, r, {J.w, kMode == MatvecMode::swiglu ? jobs.job[1].w : nullptr}};
-}
-
 // The end of both mat-vec kernels: the warp's sums reduced and written per mode; in swiglu mode
 // with `hq` set (32 rows a block, all live), the block's outputs quantized for the next product.
 template <MatvecMode kMode, int kWarps, int kRows, int kMats>
@@ -260,10 +237,9 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
   constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
   constexpr int kUnroll = kMats * kRows >= T::kFetches ? 1 : T::kFetches / (kMats * kRows);
   const int r0 = blockIdx.x * kBlockRows;
-  const WarpRows wr = warp_rows<kMode, kRows>(jobs, r0 + threadIdx.y * kRows);
-  const MvJob& J = wr.J;
-  const int r = wr.r;
-  const uint8_t* const* w = wr.w;
+  int r = r0 + threadIdx.y * kRows;
+  const MvJob J = kern::job_of_row<kMode>(jobs, r);
+  const uint8_t* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
   const int lane = threadIdx.x, u = lane % T::kLanes;
   // Weights do not depend on earlier kernels: start pulling the rows into L2 before waiting.
   if (jobs.prefetch && r < J.rows)
@@ -334,10 +310,9 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel
   extern __shared__ __align__(128) uint8_t ring_all[];
   __shared__ uint64_t bars_all[kWarps][kBulkStages];
   const int r0 = blockIdx.x * kBlockRows;
-  const WarpRows wr = warp_rows<kMode, kRows>(jobs, r0 + threadIdx.y * kRows);
-  const MvJob& J = wr.J;
-  const int r = wr.r;
-  const uint8_t* const* w = wr.w;
+  int r = r0 + threadIdx.y * kRows;
+  const MvJob J = kern::job_of_row<kMode>(jobs, r);
+  const uint8_t* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
   const int lane = threadIdx.x, u = lane % T::kLanes;
   uint8_t* ring = ring_all + threadIdx.y * kBulkStages * kStageBytes;
   uint64_t* bar = bars_all[threadIdx.y];

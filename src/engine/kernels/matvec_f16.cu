@@ -8,6 +8,7 @@
 #include "engine/kernels/common.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/launch.cuh"
+#include "engine/kernels/matvec_jobs.cuh"
 
 namespace orcd {
 namespace {
@@ -42,19 +43,8 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerBlock) matvec_f16_kernel(F16Jo
   constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
   constexpr int kSteps = kLoadsInFlight / (kMats * kRows) > 0 ? kLoadsInFlight / (kMats * kRows) : 1;
   int r = (blockIdx.x * kWarpsPerBlock + threadIdx.y) * kRows;
-  F16Job J = jobs.job[0];
-  if constexpr (kMode != MatvecMode::swiglu) {
-    if (r >= J.rows && jobs.n > 1) {
-      r -= J.rows;
-      J = jobs.job[1];
-      if (r >= J.rows && jobs.n > 2) {
-        r -= J.rows;
-        J = jobs.job[2];
-      }
-    }
-  }
-  const __half* w[kMats] = {J.w};
-  if constexpr (kMats == 2) w[1] = jobs.job[1].w;
+  const F16Job J = kern::job_of_row<kMode>(jobs, r);
+  const __half* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
   kern::wait_for_producer();
   if (r >= J.rows) return;
   const int lane = threadIdx.x;
