@@ -67,8 +67,10 @@ class InferenceEngine {
   // Decode: y (+)= W x through the integer mat-vec where the types allow, else the float matmul.
   // `x_quantized`: the quantized buffer (xq_buffer, default ws_.xq) already holds x. Returns
   // true when the swiglu product was also quantized into out_q (a fused launch).
+  // `tail` (only where every job takes the integer or F16 mat-vec) runs in the products' epilogue.
   bool decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode, const Q8Act* out_q = nullptr,
-                     void* xq_buffer = nullptr);
+                     void* xq_buffer = nullptr, const MatvecTail* tail = nullptr);
+  RopeParams rope_params() const;  // adjacent pairs where load_weights interleaved the q/k rows
   bool decode_norm(const float* x, const float* weight, float* out);  // true: ws_.xq holds the result too
   // Prefill: out (+)= W x for n tokens; x16 (x as f16) selects the tensor-core path.
   void prefill_linear(const QMatrix& w, const float* x, const __half* x16, int n, float* out, bool accumulate);

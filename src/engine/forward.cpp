@@ -1,6 +1,7 @@
 // The transformer forward pass, as kernel sequences on the engine's stream. Prefill runs a
 // chunk of tokens with the products on tensor cores; decode runs one token with fused integer
 // mat-vecs and is captured once as a CUDA graph (its inputs live in ws_.step).
+#include <algorithm>
 #include <vector>
 
 #include "common/cuda_check.h"
@@ -36,8 +37,7 @@ void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos,
     launch_to_half(in, ws_.x16.as<__half>(), static_cast<int64_t>(n) * cols, s);
     return ws_.x16.as<__half>();
   };
-  const RopeParams rope{c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dims, c.rope_base, c.rope_freq_scale, c.rope_neox,
-                        weights_.rope_freqs};
+  const RopeParams rope = rope_params();
   const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, start_pos, n};
   const size_t layer_kv = static_cast<size_t>(n_ctx_) * c.kv_dim();
   for (int l = 0; l < c.n_layers; ++l) {
@@ -73,6 +73,12 @@ void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos,
   decode_linear(std::span(&head, 1), last, q8, MatvecMode::store);
 }
 
+RopeParams InferenceEngine::rope_params() const {
+  const ModelConfig& c = cfg_;
+  const bool neox = c.rope_neox && !weights_.qk_rows_interleaved;
+  return {c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dims, c.rope_base, c.rope_freq_scale, neox, weights_.rope_freqs};
+}
+
 bool InferenceEngine::decode_norm(const float* x, const float* weight, float* out) {
   return launch_rmsnorm_quant(x, weight, out, q8act_view(ws_.xq.get(), cfg_.n_embd), cfg_.n_embd, cfg_.rms_eps, stream_);
 }
@@ -85,11 +91,16 @@ DecodePath decode_path(const QMatrix& w) {
   if (matvec_f16_supports(w)) return DecodePath::f16;
   return DecodePath::generic;
 }
+// Tails (MatvecTail) run only in the integer and F16 mat-vecs.
+bool takes_tail(std::span<const MatvecJob> jobs) {
+  return std::ranges::none_of(jobs, [](const MatvecJob& j) { return decode_path(j.w) == DecodePath::generic; });
+}
 }  // namespace
 
 bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode,
-                                    const Q8Act* out_q, void* xq_buffer) {
+                                    const Q8Act* out_q, void* xq_buffer, const MatvecTail* tail) {
   cudaStream_t s = stream_;
+  if (tail && !takes_tail(jobs)) throw std::logic_error("decode_linear: a tail on a launch that takes the float matmul");
   const int64_t cols = jobs[0].w.cols;
   const Q8Act xq = q8act_view(xq_buffer ? xq_buffer : ws_.xq.get(), cols);
   auto quantized = [&] {
@@ -101,12 +112,12 @@ bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float
   bool uniform = path != DecodePath::generic;
   for (const MatvecJob& j : jobs) uniform &= decode_path(j.w) == path && j.w.type == jobs[0].w.type;
   if (uniform && path == DecodePath::f16) {
-    launch_matvec_f16(jobs, x, mode, s);
+    launch_matvec_f16(jobs, x, mode, s, 0, tail);
     return false;
   }
   if (uniform) {
     const bool fuse = out_q && mode == MatvecMode::swiglu && jobs[0].w.rows % 32 == 0;
-    launch_matvec_q8(jobs, quantized(), mode, s, fuse ? out_q : nullptr);
+    launch_matvec_q8(jobs, quantized(), mode, s, fuse ? out_q : nullptr, 0, MatvecKernel::automatic, tail);
     return fuse;
   }
   if (mode == MatvecMode::swiglu) {  // gate and up of different types: one at a time, then the product
@@ -124,8 +135,8 @@ bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float
     if (p != DecodePath::generic) {
       size_t e = i + 1;
       while (e < jobs.size() && decode_path(jobs[e].w) == p && jobs[e].w.type == w.type) ++e;
-      if (p == DecodePath::q8) launch_matvec_q8(jobs.subspan(i, e - i), quantized(), mode, s);
-      else launch_matvec_f16(jobs.subspan(i, e - i), x, mode, s);
+      if (p == DecodePath::q8) launch_matvec_q8(jobs.subspan(i, e - i), quantized(), mode, s, nullptr, 0, MatvecKernel::automatic, tail);
+      else launch_matvec_f16(jobs.subspan(i, e - i), x, mode, s, 0, tail);
       i = e;
       continue;
     }
@@ -147,7 +158,7 @@ void InferenceEngine::decode_step() {
   const int32_t* pos = token + 1;
   launch_get_rows(weights_.tok_embd, token, 1, x, s);
 
-  RopeParams rope{c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dims, c.rope_base, c.rope_freq_scale, c.rope_neox, weights_.rope_freqs};
+  RopeParams rope = rope_params();
   rope.pos_dev = pos;
   AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, 0, 1};
   ap.pos_dev = pos;
@@ -159,8 +170,14 @@ void InferenceEngine::decode_step() {
     __half* vc = v_cache_.as<__half>() + l * layer_kv;
     bool q8 = decode_norm(x, L.attn_norm, xb);
     const MatvecJob qkv[3] = {{L.wq, q, L.bq}, {L.wk, k, L.bk}, {L.wv, v, L.bv}};
-    decode_linear(qkv, xb, q8, MatvecMode::store);
-    launch_rope_store_kv(q, k, v, kc, vc, 1, 0, rope, s);
+    if (!rope.neox && takes_tail(qkv)) {  // RoPE and the cache store in the product's epilogue
+      MatvecTail t;
+      t.rope_q = q, t.rope_k = k, t.rope_v = v, t.rope = rope, t.k_cache = kc, t.v_cache = vc;
+      decode_linear(qkv, xb, q8, MatvecMode::store, nullptr, nullptr, &t);
+    } else {
+      decode_linear(qkv, xb, q8, MatvecMode::store);
+      launch_rope_store_kv(q, k, v, kc, vc, 1, 0, rope, s);
+    }
     // The attention output and the SwiGLU product come out already quantized for the next product.
     const Q8Act att_q = q8act_view(ws_.xq.get(), c.q_dim());
     const bool att_q8 = launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s, &att_q);

@@ -1,5 +1,6 @@
 #include "engine/model.h"
 
+#include <cstring>
 #include <map>
 
 #include "common/cuda_check.h"
@@ -63,6 +64,26 @@ struct Want {
   bool optional = false;
 };
 
+bool is_query_or_key(std::string_view name) {
+  auto ends = [&](std::string_view suffix) { return name.size() > suffix.size() && name.ends_with(suffix); };
+  return name.starts_with("blk.") && (ends(".attn_q.weight") || ends(".attn_k.weight") || ends(".attn_q.bias") || ends(".attn_k.bias"));
+}
+
+// Row j of each head takes source row j / 2 (even j) or j / 2 + rope_dims / 2 (odd j) below
+// rope_dims; the rest stay. A row is a matrix row in its GGML format, or one float of a bias.
+void interleave_rotary_pairs(const GgufTensor& t, const ModelConfig& c, std::vector<uint8_t>& out) {
+  const bool matrix = t.dims.size() > 1;
+  const size_t row = matrix ? ggml_row_bytes(t.type, t.dims[0]) : sizeof(float);
+  const uint64_t rows = matrix ? t.dims[1] : t.dims[0];
+  const int hd = c.head_dim, half = c.rope_dims / 2;
+  out.resize(t.n_bytes);
+  for (uint64_t j = 0; j < rows; ++j) {
+    const uint64_t head = j / hd, d = j % hd;
+    const uint64_t from = d >= static_cast<uint64_t>(c.rope_dims) ? d : d % 2 == 0 ? d / 2 : d / 2 + half;
+    std::memcpy(out.data() + j * row, t.data + (head * hd + from) * row, row);
+  }
+}
+
 }  // namespace
 
 ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocator& alloc, const LoadProgress& progress) {
@@ -117,13 +138,21 @@ ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocat
   w.storage = alloc.alloc(total, VramPurpose::weights, "model weights (" + std::to_string(f.tensors().size()) + " tensors)");
   auto* base = w.storage.as<uint8_t>();
 
-  // 3. Upload through the pinned staging buffer; the mmap'd file is the only host copy.
+  // 3. Upload through the pinned staging buffer; the mmap'd file is the only host copy besides
+  // one tensor at a time of NEOX q/k rows being interleaved (see ModelWeights).
+  w.qk_rows_interleaved = c.rope_neox;
   {
     StagingUploader up;
     uint64_t done = 0, raw_total = 0;
     for (const auto& t : f.tensors()) raw_total += t.n_bytes;
+    std::vector<uint8_t> interleaved;
     for (const auto& t : f.tensors()) {
-      up.upload(base + offset[t.name], t.data, t.n_bytes);
+      const uint8_t* src = t.data;
+      if (w.qk_rows_interleaved && is_query_or_key(t.name)) {
+        interleave_rotary_pairs(t, c, interleaved);
+        src = interleaved.data();
+      }
+      up.upload(base + offset[t.name], src, t.n_bytes);
       done += t.n_bytes;
       if (progress) progress(done, raw_total);
     }

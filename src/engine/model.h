@@ -49,6 +49,11 @@ struct ModelWeights {
   const float* output_norm = nullptr;
   QMatrix output;
   const float* rope_freqs = nullptr;
+  // NEOX models rotate dims (i, i + rope_dims / 2) of a head; their q and k rows (and biases)
+  // are stored interleaved so that each rotating pair is two adjacent rows, which is what the
+  // decode mat-vec's epilogue rotates. q.k is unchanged, as q and k move alike; RoPE then runs
+  // with adjacent pairs.
+  bool qk_rows_interleaved = false;
   std::vector<LayerWeights> layers;
   DeviceBuffer storage;  // every tensor lives in this one allocation
 };

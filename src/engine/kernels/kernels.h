@@ -64,6 +64,30 @@ struct MatvecJob {
   const float* bias = nullptr;
 };
 bool matvec_q8_supports(const QMatrix& w);
+
+struct RopeParams {
+  int n_heads, n_kv_heads, head_dim;
+  int rope_dims;      // leading dims of each head that rotate (usually head_dim)
+  float freq_base;
+  float freq_scale;   // 1 / linear scaling factor
+  bool neox;          // NEOX pairs (i, i + d/2); otherwise adjacent pairs (2i, 2i + 1)
+  const float* freq_factors = nullptr;  // Llama 3.1-style per-pair divisors (rope_freqs.weight)
+  const int* pos_dev = nullptr;         // when set, *pos_dev is added to start_pos (graph replays)
+};
+// What the q/k/v mat-vec can do after its products in place of the RoPE kernel (store mode):
+// rows written to `rope_q` and `rope_k` (jobs are recognized by their outputs, so a launch may
+// hold any of the three) are rotated in adjacent pairs (rope.neox false) at position
+// *rope.pos_dev; rows of `rope_k` and `rope_v` are also stored into the layer's f16 cache at that
+// position, as launch_rope_store_kv does.
+struct MatvecTail {
+  const float* rope_q = nullptr;
+  const float* rope_k = nullptr;
+  const float* rope_v = nullptr;
+  RopeParams rope{};
+  __half* k_cache = nullptr;
+  __half* v_cache = nullptr;
+};
+
 // With out_q (swiglu only, rows % 32 == 0) the products are also quantized into out_q for the
 // next mat-vec, saving a launch.
 // rows_per_warp (1, 2 or 4; 0 picks by size) must divide every matrix's rows.
@@ -72,12 +96,15 @@ bool matvec_q8_supports(const QMatrix& w);
 // (tests), and forcing `bulk` where it cannot run throws std::invalid_argument.
 enum class MatvecKernel { automatic, registers, bulk };
 void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q = nullptr,
-                      int rows_per_warp = 0, MatvecKernel kernel = MatvecKernel::automatic);
+                      int rows_per_warp = 0, MatvecKernel kernel = MatvecKernel::automatic, const MatvecTail* tail = nullptr);
 
 // The same products for F16 weights on float activations (x 16-byte aligned, cols % 8 == 0);
 // rows_per_warp 1 or 2 (0 picks) must divide every matrix's rows.
 bool matvec_f16_supports(const QMatrix& w);
-void launch_matvec_f16(std::span<const MatvecJob> jobs, const float* x, MatvecMode mode, cudaStream_t stream, int rows_per_warp = 0);
+void launch_matvec_f16(std::span<const MatvecJob> jobs, const float* x, MatvecMode mode, cudaStream_t stream, int rows_per_warp = 0,
+                       const MatvecTail* tail = nullptr);
+// Throws std::invalid_argument where `tail` cannot run on this launch.
+void check_matvec_tail(std::span<const MatvecJob> jobs, MatvecMode mode, const MatvecTail& tail);
 
 // out[t] = x[t] / rms(x[t]) * weight, rows of `dim`.
 void launch_rmsnorm(const float* x, const float* weight, float* out, int n_rows, int dim, float eps, cudaStream_t stream);
@@ -89,15 +116,6 @@ void launch_add(float* x, const float* y, int64_t n, cudaStream_t stream);
 // out[t][i] = silu(gate[t][i]) * up[t][i]
 void launch_swiglu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
 
-struct RopeParams {
-  int n_heads, n_kv_heads, head_dim;
-  int rope_dims;      // leading dims of each head that rotate (usually head_dim)
-  float freq_base;
-  float freq_scale;   // 1 / linear scaling factor
-  bool neox;          // NEOX pairs (i, i + d/2); otherwise adjacent pairs (2i, 2i + 1)
-  const float* freq_factors = nullptr;  // Llama 3.1-style per-pair divisors (rope_freqs.weight)
-  const int* pos_dev = nullptr;         // when set, *pos_dev is added to start_pos (graph replays)
-};
 // Rotates q and k of tokens at positions start_pos.. in place, then stores k and v (f16) into
 // the layer's cache rows at those positions. Cache layout: [position][kv_head][head_dim].
 void launch_rope_store_kv(float* q, float* k, const float* v, __half* k_cache, __half* v_cache, int n_tokens, int start_pos,

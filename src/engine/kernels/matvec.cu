@@ -196,61 +196,31 @@ struct MvJobs {
   bool prefetch;  // small launch: pull each warp's rows into L2 before waiting for the previous kernel
 };
 
-// The end of both mat-vec kernels: the warp's sums reduced and written per mode; in swiglu mode
-// with `hq` set (32 rows a block, all live), the block's outputs quantized for the next product.
-template <MatvecMode kMode, int kWarps, int kRows, int kMats>
-__device__ __forceinline__ void finish_rows(const float (&acc)[kMats][kRows], const MvJob& J, int r, int r0, const Q8Act& hq) {
-  constexpr int kBlockRows = kWarps * kRows;
-  const int lane = threadIdx.x;
-  __shared__ float outs[kBlockRows];
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    float a = kern::warp_sum(acc[0][i]);
-    float result;
-    if (J.bias) a += J.bias[r + i];
-    if constexpr (kMode == MatvecMode::accumulate) {
-      result = J.out[r + i] + a;
-    } else if constexpr (kMode == MatvecMode::swiglu) {
-      const float a2 = kern::warp_sum(acc[kMats - 1][i]);
-      result = a / (1.0f + expf(-a)) * a2;
-    } else {
-      result = a;
-    }
-    if (lane == 0) J.out[r + i] = result, outs[threadIdx.y * kRows + i] = result;
-  }
-  if constexpr (kBlockRows == 32) {
-    if (hq.hi) {
-      __syncthreads();
-      if (threadIdx.y == 0) kern::quantize_lane(outs[lane], r0 + lane, hq);
-    }
-  }
-}
-
 // kWarps warps per block, each on kRows consecutive rows of one matrix (of both matrices in
 // swiglu mode), so one load of the activations serves all of them. A lane fetches its share of
 // kUnroll blocks of every row before it uses any (T::kFetches in flight): the products are bound
 // by memory latency otherwise, and the compiler does not hoist loads across rows by itself.
 // At most 128 registers a thread, so that 16 warps fit an SM.
 template <class T, MatvecMode kMode, int kWarps, int kRows>
-__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq) {
+__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq,
+                                                                                   MatvecTail tail) {
   constexpr int kBlockRows = kWarps * kRows;
   constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
   constexpr int kUnroll = kMats * kRows >= T::kFetches ? 1 : T::kFetches / (kMats * kRows);
-  const int r0 = blockIdx.x * kBlockRows;
-  int r = r0 + threadIdx.y * kRows;
+  int r = blockIdx.x * kBlockRows + threadIdx.y * kRows;
   const MvJob J = kern::job_of_row<kMode>(jobs, r);
+  const bool live = r < J.rows;
   const uint8_t* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
   const int lane = threadIdx.x, u = lane % T::kLanes;
   // Weights do not depend on earlier kernels: start pulling the rows into L2 before waiting.
-  if (jobs.prefetch && r < J.rows)
+  if (jobs.prefetch && live)
 #pragma unroll
     for (int m = 0; m < kMats; ++m)
       for (size_t off = lane * 128; off < kRows * J.row_bytes; off += kWarp * 128)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(w[m] + static_cast<size_t>(r) * J.row_bytes + off));
   kern::wait_for_producer();
-  if (kBlockRows != 32 && r >= J.rows) return;
   constexpr int kStep = kWarp / T::kLanes;
-  const int nb = cols / T::kElems;
+  const int nb = live ? cols / T::kElems : 0;  // a warp past the end still takes part in the epilogue
   const uint8_t* row[kMats][kRows];
 #pragma unroll
   for (int m = 0; m < kMats; ++m)
@@ -279,7 +249,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
     }
   }
   kern::allow_consumer();
-  finish_rows<kMode, kWarps, kRows>(acc, J, r, r0, hq);
+  kern::finish_rows<kMode, kWarps, kRows>(acc, J, r, live, hq, tail);
 }
 
 // The same products with the weights streamed through shared memory by bulk copies (the TMA
@@ -300,7 +270,8 @@ constexpr int bulk_smem_bytes() {
 }
 
 template <class T, MatvecMode kMode, int kWarps, int kRows>
-__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq) {
+__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq,
+                                                                                     MatvecTail tail) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace ptx = cuda::ptx;
   constexpr int kBlockRows = kWarps * kRows;
@@ -309,15 +280,14 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel
   constexpr int kStep = kWarp / T::kLanes;
   extern __shared__ __align__(128) uint8_t ring_all[];
   __shared__ uint64_t bars_all[kWarps][kBulkStages];
-  const int r0 = blockIdx.x * kBlockRows;
-  int r = r0 + threadIdx.y * kRows;
+  int r = blockIdx.x * kBlockRows + threadIdx.y * kRows;
   const MvJob J = kern::job_of_row<kMode>(jobs, r);
   const uint8_t* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
   const int lane = threadIdx.x, u = lane % T::kLanes;
   uint8_t* ring = ring_all + threadIdx.y * kBulkStages * kStageBytes;
   uint64_t* bar = bars_all[threadIdx.y];
-  const int n_chunks = cols / (kChunk * T::kElems);
   const bool live = r < J.rows;
+  const int n_chunks = live ? cols / (kChunk * T::kElems) : 0;  // a warp past the end still takes part in the epilogue
   auto request = [&](int c) {  // lane 0: chunk c of every row into its stage
     uint64_t* b = &bar[c % kBulkStages];
     uint8_t* dst = ring + (c % kBulkStages) * kStageBytes;
@@ -337,7 +307,6 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel
   }
   __syncwarp();
   kern::wait_for_producer();
-  if (kBlockRows != 32 && !live) return;
   float acc[kMats][kRows] = {};
   for (int c = 0; c < n_chunks; ++c) {
     uint64_t* b = &bar[c % kBulkStages];
@@ -361,7 +330,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel
     }
   }
   kern::allow_consumer();
-  finish_rows<kMode, kWarps, kRows>(acc, J, r, r0, hq);
+  kern::finish_rows<kMode, kWarps, kRows>(acc, J, r, live, hq, tail);
 #endif
 }
 
@@ -478,6 +447,17 @@ bool launch_rmsnorm_quant(const float* x, const float* weight, float* out, const
   return true;
 }
 
+void check_matvec_tail(std::span<const MatvecJob> jobs, MatvecMode mode, const MatvecTail& t) {
+  auto fail = [](const std::string& why) { throw std::invalid_argument("matvec tail: " + why); };
+  if (!t.rope_q && !t.rope_k && !t.rope_v) return;
+  if (mode != MatvecMode::store) fail("RoPE needs store mode");
+  if (!t.rope_q || !t.rope_k || !t.rope_v || !t.k_cache || !t.v_cache || !t.rope.pos_dev) fail("RoPE needs q, k, v, both caches and a device position");
+  if (t.rope.neox) fail("RoPE in the epilogue rotates adjacent pairs only (interleave NEOX rows at load)");
+  if (t.rope.head_dim <= 0 || t.rope.rope_dims > t.rope.head_dim || t.rope.rope_dims % 2) fail("bad head or rotary dims");
+  for (const MatvecJob& j : jobs)
+    if (j.w.rows % 2 != 0) fail("rows must come in pairs");
+}
+
 int matvec_rows_per_warp(std::span<const MatvecJob> jobs, MatvecMode mode) {
   const int sms = sm_count();
   int64_t rows = 0;
@@ -493,8 +473,10 @@ int matvec_rows_per_warp(std::span<const MatvecJob> jobs, MatvecMode mode) {
 }
 
 void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q,
-                      int rows_per_warp, MatvecKernel kernel) {
+                      int rows_per_warp, MatvecKernel kernel, const MatvecTail* tail) {
   if (jobs.empty() || jobs.size() > 3) throw std::invalid_argument("matvec_q8: 1 to 3 matrices per launch");
+  const MatvecTail t = tail ? *tail : MatvecTail{};
+  check_matvec_tail(jobs, mode, t);
   if (mode == MatvecMode::swiglu && (jobs.size() != 2 || jobs[0].w.rows != jobs[1].w.rows))
     throw std::invalid_argument("matvec_q8: swiglu takes a gate and an up matrix of equal rows");
   if (out_q && (mode != MatvecMode::swiglu || jobs[0].w.rows % 32 != 0))
@@ -536,9 +518,9 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
           return true;
         }();
         (void)sized;
-        kern::launch_pdl(matvec_bulk_kernel<T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), smem, stream, p, x, cols, hq);
+        kern::launch_pdl(matvec_bulk_kernel<T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), smem, stream, p, x, cols, hq, t);
       } else {
-        kern::launch_pdl(matvec_q8_kernel<T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), 0, stream, p, x, cols, hq);
+        kern::launch_pdl(matvec_q8_kernel<T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), 0, stream, p, x, cols, hq, t);
       }
     };
     auto by_rows = [&]<MatvecMode kMode>() {

@@ -39,18 +39,19 @@ __device__ __forceinline__ float dot8(uint4 w, const float* x) {
 
 // Each warp computes kRows consecutive rows of one matrix (of both in swiglu mode).
 template <MatvecMode kMode, int kRows>
-__global__ void __launch_bounds__(kWarp* kWarpsPerBlock) matvec_f16_kernel(F16Jobs jobs, const float* __restrict__ x, int cols) {
+__global__ void __launch_bounds__(kWarp* kWarpsPerBlock) matvec_f16_kernel(F16Jobs jobs, const float* __restrict__ x, int cols, MatvecTail tail) {
   constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
   constexpr int kSteps = kLoadsInFlight / (kMats * kRows) > 0 ? kLoadsInFlight / (kMats * kRows) : 1;
   int r = (blockIdx.x * kWarpsPerBlock + threadIdx.y) * kRows;
   const F16Job J = kern::job_of_row<kMode>(jobs, r);
   const __half* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
   kern::wait_for_producer();
-  if (r >= J.rows) return;
+  const bool live = r < J.rows;
+  const int n_cols = live ? cols : 0;  // a warp past the end still takes part in the epilogue
   const int lane = threadIdx.x;
   float acc[kMats][kRows] = {};
   constexpr int kChunk = kWarp * kColsPerLoad;  // columns a warp covers per step
-  for (int c0 = lane * kColsPerLoad; c0 < cols; c0 += kSteps * kChunk) {
+  for (int c0 = lane * kColsPerLoad; c0 < n_cols; c0 += kSteps * kChunk) {
     uint4 v[kMats][kRows][kSteps];
 #pragma unroll
     for (int m = 0; m < kMats; ++m)
@@ -72,20 +73,7 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerBlock) matvec_f16_kernel(F16Jo
     }
   }
   kern::allow_consumer();
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    float a = kern::warp_sum(acc[0][i]);
-    const float a2 = kMats == 2 ? kern::warp_sum(acc[kMats - 1][i]) : 0.0f;  // all lanes shuffle
-    if (lane != 0) continue;
-    if (J.bias) a += J.bias[r + i];
-    if constexpr (kMode == MatvecMode::accumulate) {
-      J.out[r + i] += a;
-    } else if constexpr (kMode == MatvecMode::swiglu) {
-      J.out[r + i] = a / (1.0f + expf(-a)) * a2;
-    } else {
-      J.out[r + i] = a;
-    }
-  }
+  kern::finish_rows<kMode, kWarpsPerBlock, kRows>(acc, J, r, live, Q8Act{}, tail);
 }
 
 }  // namespace
@@ -95,8 +83,11 @@ bool matvec_f16_supports(const QMatrix& w) {
          w.row_bytes % 16 == 0;
 }
 
-void launch_matvec_f16(std::span<const MatvecJob> jobs, const float* x, MatvecMode mode, cudaStream_t stream, int rows_per_warp) {
+void launch_matvec_f16(std::span<const MatvecJob> jobs, const float* x, MatvecMode mode, cudaStream_t stream, int rows_per_warp,
+                       const MatvecTail* tail) {
   if (jobs.empty() || jobs.size() > 3) throw std::invalid_argument("matvec_f16: 1 to 3 matrices per launch");
+  const MatvecTail t = tail ? *tail : MatvecTail{};
+  check_matvec_tail(jobs, mode, t);
   if (mode == MatvecMode::swiglu && (jobs.size() != 2 || jobs[0].w.rows != jobs[1].w.rows))
     throw std::invalid_argument("matvec_f16: swiglu takes a gate and an up matrix of equal rows");
   if (reinterpret_cast<uintptr_t>(x) % 16 != 0) throw std::invalid_argument("matvec_f16: x must be 16-byte aligned");
@@ -123,9 +114,9 @@ void launch_matvec_f16(std::span<const MatvecJob> jobs, const float* x, MatvecMo
   auto run = [&]<MatvecMode kMode>() {
     const dim3 block(kWarp, kWarpsPerBlock);
     if (rows_per_warp == 2)
-      kern::launch_pdl(matvec_f16_kernel<kMode, 2>, kern::ceil_div(rows, 2 * kWarpsPerBlock), block, 0, stream, p, x, cols);
+      kern::launch_pdl(matvec_f16_kernel<kMode, 2>, kern::ceil_div(rows, 2 * kWarpsPerBlock), block, 0, stream, p, x, cols, t);
     else
-      kern::launch_pdl(matvec_f16_kernel<kMode, 1>, kern::ceil_div(rows, kWarpsPerBlock), block, 0, stream, p, x, cols);
+      kern::launch_pdl(matvec_f16_kernel<kMode, 1>, kern::ceil_div(rows, kWarpsPerBlock), block, 0, stream, p, x, cols, t);
   };
   if (mode == MatvecMode::store) run.template operator()<MatvecMode::store>();
   else if (mode == MatvecMode::accumulate) run.template operator()<MatvecMode::accumulate>();

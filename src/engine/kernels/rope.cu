@@ -5,22 +5,19 @@
 #include "engine/kernels/common.cuh"
 #include "engine/kernels/kernels.h"
 #include "engine/kernels/launch.cuh"
+#include "engine/kernels/rope.cuh"
 
 namespace orcd {
 namespace {
 
 __device__ __forceinline__ void rotate(float* head, int i, int pos, const RopeParams& p) {
-  // Pair i of the rotating dims: angle pos * base^(-2i / rope_dims) * freq_scale.
   const int half = p.rope_dims / 2;
   const int a = p.neox ? i : 2 * i;
   const int b = p.neox ? i + half : 2 * i + 1;
-  float theta = pos * p.freq_scale * powf(p.freq_base, -2.0f * i / p.rope_dims);
-  if (p.freq_factors) theta /= p.freq_factors[i];
-  float s, c;
-  sincosf(theta, &s, &c);
+  const float2 cs = kern::rope_cos_sin(i, pos, p);
   const float x0 = head[a], x1 = head[b];
-  head[a] = x0 * c - x1 * s;
-  head[b] = x0 * s + x1 * c;
+  head[a] = x0 * cs.x - x1 * cs.y;
+  head[b] = x0 * cs.y + x1 * cs.x;
 }
 
 // One block per (token, head): query heads rotate q; KV heads rotate k and then store that

@@ -1,0 +1,158 @@
+// The q/k/v mat-vec's tail (MatvecTail) against float64: RoPE with the KV-cache store in the
+// product's epilogue.
+#include <cuda_fp16.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "engine/kernel_testing.h"
+#include "gpu.h"
+
+using namespace orcd;
+using namespace orcd::kt;
+
+namespace {
+
+constexpr int64_t kCols = 2048;  // whole bulk-copy chunks for every type
+
+// x as the launch wants it: quantized for the integer mat-vec, floats for F16.
+struct Input {
+  DeviceBuffer floats, quantized;
+  Q8Act q;
+};
+Input make_input(Gpu& g, const std::vector<float>& x) {
+  Input in{g.upload(x), g.alloc.alloc(q8act_bytes(kCols), VramPurpose::workspace, "q8 x"), {}};
+  in.q = q8act_view(in.quantized.get(), kCols);
+  launch_quantize_act(in.floats.as<float>(), kCols, in.q, nullptr);
+  return in;
+}
+
+void launch(std::span<const MatvecJob> jobs, const Input& in, MatvecMode mode, int rpw, MatvecKernel kernel, const MatvecTail& tail) {
+  if (jobs[0].w.type == GgmlType::F16) launch_matvec_f16(jobs, in.floats.as<float>(), mode, nullptr, rpw, &tail);
+  else launch_matvec_q8(jobs, in.q, mode, nullptr, nullptr, rpw, kernel, &tail);
+}
+
+// Adjacent pairs (2i, 2i + 1) of each head's first rope_dims dims, in float64.
+void rotate64(std::vector<double>& v, int head_dim, int rope_dims, int pos, float scale, const std::vector<float>& factors) {
+  for (size_t h = 0; h < v.size() / head_dim; ++h)
+    for (int i = 0; i < rope_dims / 2; ++i) {
+      double th = pos * static_cast<double>(scale) * std::pow(10000.0, -2.0 * i / rope_dims);
+      if (!factors.empty()) th /= factors[i];
+      double& a = v[h * head_dim + 2 * i];
+      double& b = v[h * head_dim + 2 * i + 1];
+      const double x0 = a, x1 = b;
+      a = x0 * std::cos(th) - x1 * std::sin(th);
+      b = x0 * std::sin(th) + x1 * std::cos(th);
+    }
+}
+
+struct RopeCase {
+  int rope_dims;
+  bool factors;
+  bool split_v;  // v in a launch of its own (a type of its own in Q4_K_M files)
+};
+
+void check_rope_tail(Gpu& g, GgmlType t, int rpw, MatvecKernel kernel, const RopeCase& rc, double tol) {
+  const int H = 4, KVH = 2, hd = 64, pos = 1000, ctx = 1002;
+  const int64_t rows[3] = {H * hd, KVH * hd, KVH * hd};
+  const auto x = random_floats(kCols, -3, 3);
+  Input in = make_input(g, x);
+  std::vector<std::vector<uint8_t>> host;
+  std::vector<std::vector<float>> bias;
+  std::vector<DeviceBuffer> wd, bd, outs;
+  std::vector<MatvecJob> jobs;
+  for (int i = 0; i < 3; ++i) {
+    host.push_back(random_blocks(t, rows[i], kCols));
+    bias.push_back(random_floats(rows[i]));
+    wd.push_back(g.upload(host[i]));
+    bd.push_back(g.upload(bias[i]));
+    outs.push_back(g.poisoned(rows[i]));
+    jobs.push_back({as_matrix(wd[i], t, rows[i], kCols), outs[i].as<float>(), bd[i].as<float>()});
+  }
+  const size_t cache_elems = static_cast<size_t>(ctx) * KVH * hd;
+  auto kc = g.upload(std::vector<__half>(cache_elems, __float2half(0.0f)));
+  auto vc = g.upload(std::vector<__half>(cache_elems, __float2half(0.0f)));
+  std::vector<float> factors;
+  if (rc.factors) factors = random_floats(rc.rope_dims / 2, 1, 4);
+  auto fd = g.upload(factors.empty() ? std::vector<float>{1} : factors);
+  auto posd = g.upload(std::vector<int32_t>{pos});
+  const float scale = 0.5f;
+  MatvecTail tail;
+  tail.rope_q = outs[0].as<float>(), tail.rope_k = outs[1].as<float>(), tail.rope_v = outs[2].as<float>();
+  tail.rope = {H, KVH, hd, rc.rope_dims, 10000.0f, scale, false, rc.factors ? fd.as<float>() : nullptr, posd.as<int32_t>()};
+  tail.k_cache = kc.as<__half>(), tail.v_cache = vc.as<__half>();
+  if (rc.split_v) {
+    launch(std::span(jobs).first(2), in, MatvecMode::store, rpw, kernel, tail);
+    launch(std::span(jobs).last(1), in, MatvecMode::store, rpw, kernel, tail);
+  } else {
+    launch(jobs, in, MatvecMode::store, rpw, kernel, tail);
+  }
+  std::vector<double> want[3];
+  for (int i = 0; i < 3; ++i) {
+    want[i] = product64(t, host[i], rows[i], kCols, x);
+    for (int64_t r = 0; r < rows[i]; ++r) want[i][r] += bias[i][r];
+    if (i < 2) rotate64(want[i], hd, rc.rope_dims, pos, scale, factors);
+  }
+  const std::string what = "rope dims " + std::to_string(rc.rope_dims) + (rc.factors ? " with factors" : "") + (rc.split_v ? ", v apart" : "");
+  EXPECT_LT(rel_err(g.download<float>(outs[0], rows[0]), want[0]), tol) << "q, " << what;
+  EXPECT_LT(rel_err(g.download<float>(outs[1], rows[1]), want[1]), tol) << "k, " << what;
+  EXPECT_LT(rel_err(g.download<float>(outs[2], rows[2]), want[2]), tol) << "v, " << what;
+  const auto gk = g.download<__half>(kc, cache_elems), gv = g.download<__half>(vc, cache_elems);
+  std::vector<float> got_k, got_v;
+  for (int64_t i = 0; i < KVH * hd; ++i) {
+    got_k.push_back(__half2float(gk[pos * KVH * hd + i]));
+    got_v.push_back(__half2float(gv[pos * KVH * hd + i]));
+    // Only the row at `pos` is written.
+    ASSERT_EQ(__half2float(gk[(pos - 1) * KVH * hd + i]), 0.0f) << what;
+    ASSERT_EQ(__half2float(gv[(pos + 1) * KVH * hd + i]), 0.0f) << what;
+  }
+  EXPECT_LT(rel_err(got_k, want[1]), 1e-3) << "k cache (f16), " << what;
+  EXPECT_LT(rel_err(got_v, want[2]), 1e-3) << "v cache (f16), " << what;
+}
+
+}  // namespace
+
+// Tolerances: the integer mat-vec's 1e-4 (F16: the float matmul's 1e-5) plus, for q and k, the
+// float32 angle at position 1000 (~1e-4 absolute, as in the RoPE kernel's test).
+TEST(MatvecTailGpu, RopeAndCacheStoreInTheEpilogueMatchFloat64) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16}) {
+    SCOPED_TRACE(ggml_type_name(t));
+    const bool f16 = t == GgmlType::F16;
+    for (int rpw : {1, 2, 4}) {
+      if (f16 && rpw == 4) continue;
+      SCOPED_TRACE("rows a warp " + std::to_string(rpw));
+      for (const RopeCase rc : {RopeCase{64, false, false}, RopeCase{32, true, false}, RopeCase{64, true, true}})
+        check_rope_tail(g, t, rpw, MatvecKernel::registers, rc, f16 ? 2e-4 : 3e-4);
+    }
+    if (!f16) check_rope_tail(g, t, 4, MatvecKernel::bulk, RopeCase{64, false, false}, 3e-4);
+  }
+}
+
+// Host-side checks only: no device needed.
+TEST(MatvecTail, RefusesLaunchesItCannotRunOn) {
+  const QMatrix w{reinterpret_cast<const void*>(256), GgmlType::Q8_0, 64, 256, ggml_row_bytes(GgmlType::Q8_0, 256)};
+  float out[1];
+  const MatvecJob one{w, out};
+  const MatvecJob three[3] = {{w, out}, {w, out + 1}, {w, out + 2}};
+  int pos = 0;
+  MatvecTail rope;
+  rope.rope_q = out, rope.rope_k = out + 1, rope.rope_v = out + 2;
+  rope.rope = {4, 2, 16, 16, 10000.0f, 1.0f, false, nullptr, &pos};
+  rope.k_cache = reinterpret_cast<__half*>(out), rope.v_cache = reinterpret_cast<__half*>(out);
+  EXPECT_NO_THROW(check_matvec_tail(three, MatvecMode::store, rope));
+  EXPECT_THROW(check_matvec_tail(three, MatvecMode::accumulate, rope), std::invalid_argument);
+  MatvecTail neox = rope;
+  neox.rope.neox = true;
+  EXPECT_THROW(check_matvec_tail(three, MatvecMode::store, neox), std::invalid_argument);
+  MatvecTail no_pos = rope;
+  no_pos.rope.pos_dev = nullptr;
+  EXPECT_THROW(check_matvec_tail(three, MatvecMode::store, no_pos), std::invalid_argument);
+  const MatvecJob odd{QMatrix{w.data, w.type, 63, w.cols, w.row_bytes}, out};
+  EXPECT_THROW(check_matvec_tail(std::span(&odd, 1), MatvecMode::store, rope), std::invalid_argument);
+  MatvecTail none;  // no tail: any mode
+  EXPECT_NO_THROW(check_matvec_tail(std::span(&one, 1), MatvecMode::accumulate, none));
+}
