@@ -112,6 +112,18 @@ __device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half
   for (int c = begin + warp * kChunkPos; c < end; c += kWarps * kChunkPos) {
     const int pos = c + pp;
     const bool valid = pos < end;
+    // Every row of the chunk is read (past the end, the last valid row again, with weight 0), so
+    // that the loads need not wait for one another. Short chunks (LP > 1) load their V rows with
+    // the K rows, before the scores, which they do not depend on.
+    const int last = min(kChunkPos, end - c) - 1;
+    const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * kPer;
+    constexpr int kEarly = kLanesPerPos > 1 ? kChunkPos : 1;
+    __half2 vearly[kEarly][kPer / 2];
+    if constexpr (kLanesPerPos > 1)
+#pragma unroll
+      for (int j = 0; j < kChunkPos; ++j)
+#pragma unroll
+        for (int i = 0; i < kPer / 2; ++i) vearly[j][i] = reinterpret_cast<const __half2*>(vbase + min(j, last) * kv_dim)[i];
     float sc[kMaxGroup] = {};
     if (valid) {
       const uint4* kr = reinterpret_cast<const uint4*>(kc + pos * kv_dim + kvh * D + qq * kDimsPerLane);
@@ -149,17 +161,13 @@ __device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half
 #pragma unroll
       for (int i = 0; i < kPer; ++i) o[g][i] *= corr;
     }
-    // Every row of the chunk is read (past the end, the last valid row again, with weight 0), so
-    // that the loads need not wait for one another.
-    const int last = min(kChunkPos, end - c) - 1;
-    const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * kPer;
 #pragma unroll
     for (int j = 0; j < kChunkPos; ++j) {
       float vf[kPer];
       const __half2* vr = reinterpret_cast<const __half2*>(vbase + min(j, last) * kv_dim);
 #pragma unroll
       for (int i = 0; i < kPer / 2; ++i) {
-        const float2 f = __half22float2(vr[i]);
+        const float2 f = __half22float2(kLanesPerPos > 1 ? vearly[kLanesPerPos > 1 ? j : 0][i] : vr[i]);
         vf[2 * i] = f.x, vf[2 * i + 1] = f.y;
       }
 #pragma unroll
@@ -190,6 +198,13 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float*
   const float scale = rsqrtf(static_cast<float>(D));
   kern::wait_for_producer();
   kern::allow_consumer();
+  if (begin >= end) {  // a split past the current length (the launch is sized for the whole cache): empty
+    if (threadIdx.x < G) {
+      float* part = partial + ((kvh * G + threadIdx.x) * n_splits + s) * (D + 2);
+      part[0] = -INFINITY, part[1] = 0.0f;
+    }
+    return;
+  }
   for (int i = threadIdx.x; i < G * D; i += kThreads) qs[i / D][i % D] = q[static_cast<int64_t>(kvh) * G * D + i] * scale;
   __syncthreads();
 
@@ -238,11 +253,18 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
   const int h = blockIdx.x, t = blockIdx.y;
   const int hd = p.head_dim;
   const float* base = partial + (static_cast<int64_t>(t) * p.n_heads + h) * n_splits * (hd + 2);
-  float m = -INFINITY;
-  for (int s = threadIdx.x; s < n_splits; s += blockDim.x) m = fmaxf(m, base[s * (hd + 2)]);
-  m = kern::block_max(m, red);
-  float l = 0.0f;
+  // The splits holding positions are a prefix (the decode launch is sized for the whole cache),
+  // so everything after the first pass runs over that prefix only.
+  float m = -INFINITY, last_live = -1.0f;
   for (int s = threadIdx.x; s < n_splits; s += blockDim.x) {
+    const float ms = base[s * (hd + 2)];
+    m = fmaxf(m, ms);
+    if (ms != -INFINITY) last_live = static_cast<float>(s);
+  }
+  m = kern::block_max(m, red);
+  const int n_live = static_cast<int>(kern::block_max(last_live, red)) + 1;
+  float l = 0.0f;
+  for (int s = threadIdx.x; s < n_live; s += blockDim.x) {
     const float ms = base[s * (hd + 2)];
     const float e = ms == -INFINITY ? 0.0f : expf(ms - m);
     wgt[s] = e;
@@ -252,8 +274,8 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
   const float inv_l = 1.0f / l;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float acc = 0.0f;
-    for (int s = 0; s < n_splits; ++s)
-      if (wgt[s] != 0.0f) acc += base[s * (hd + 2) + 2 + d] * wgt[s];
+#pragma unroll 4
+    for (int s = 0; s < n_live; ++s) acc += base[s * (hd + 2) + 2 + d] * wgt[s];
     const float o = acc * inv_l;
     const int64_t i = (static_cast<int64_t>(t) * p.n_heads + h) * hd + d;
     out[i] = o;
