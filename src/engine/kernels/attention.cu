@@ -113,13 +113,13 @@ __device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half
     const int pos = c + pp;
     const bool valid = pos < end;
     // Every row of the chunk is read (past the end, the last valid row again, with weight 0), so
-    // that the loads need not wait for one another. Short chunks (LP > 1) load their V rows with
-    // the K rows, before the scores, which they do not depend on.
+    // that the loads need not wait for one another. Where the registers allow (short chunks, or
+    // 64 dims), the V rows are loaded with the K rows, before the scores they do not depend on.
     const int last = min(kChunkPos, end - c) - 1;
     const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * kPer;
-    constexpr int kEarly = kLanesPerPos > 1 ? kChunkPos : 1;
+    constexpr int kEarly = kLanesPerPos > 1 || D <= 64 ? kChunkPos : 1;
     __half2 vearly[kEarly][kPer / 2];
-    if constexpr (kLanesPerPos > 1)
+    if constexpr (kEarly > 1)
 #pragma unroll
       for (int j = 0; j < kChunkPos; ++j)
 #pragma unroll
@@ -167,7 +167,7 @@ __device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half
       const __half2* vr = reinterpret_cast<const __half2*>(vbase + min(j, last) * kv_dim);
 #pragma unroll
       for (int i = 0; i < kPer / 2; ++i) {
-        const float2 f = __half22float2(kLanesPerPos > 1 ? vearly[kLanesPerPos > 1 ? j : 0][i] : vr[i]);
+        const float2 f = __half22float2(kEarly > 1 ? vearly[kEarly > 1 ? j : 0][i] : vr[i]);
         vf[2 * i] = f.x, vf[2 * i + 1] = f.y;
       }
 #pragma unroll
