@@ -348,10 +348,11 @@ TEST(KernelsGpu, AttentionMatchesFloat64) {
   ORCD_REQUIRE_GPU();
   struct Case { int H, KVH, hd, start, n, ctx; };
   // Prefill from 0, a prefill chunk mid-sequence, decode at depth (many splits, some past the
-  // length), odd dims, decode with splits long enough for a lane per position (9000 of 9100).
+  // length), odd dims, decode with splits of every length class: 32 positions (four lanes a
+  // position), 64 (two, at 3000 of 3100) and 160 (one, at 9000 of 9100).
   for (const Case cs : {Case{6, 2, 64, 0, 37, 64}, Case{6, 2, 64, 300, 20, 400}, Case{14, 2, 64, 1500, 1, 1600},
                         Case{3, 3, 80, 0, 9, 16}, Case{8, 1, 128, 4000, 2, 4096}, Case{32, 8, 128, 700, 1, 1024},
-                        Case{8, 8, 64, 9000, 1, 9100}}) {
+                        Case{32, 8, 128, 3000, 1, 3100}, Case{16, 8, 64, 3000, 1, 3100}, Case{8, 8, 64, 9000, 1, 9100}}) {
    for (const bool on_device : {false, true}) {  // position from the host, or read on the device (graph replays)
     Gpu g;
     const int kv_dim = cs.KVH * cs.hd;

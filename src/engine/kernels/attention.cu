@@ -23,6 +23,7 @@ constexpr int kMaxSplits = 32;
 constexpr int kMaxDecodeSplits = 128;
 constexpr int kDecodeGranule = 32;  // a decode split covers a multiple of this many positions
 constexpr int kMaxGroup = 8;        // query heads per KV head the decode kernel holds in registers
+constexpr int kMergeGroups = 4;     // thread groups of the merge, each over a share of the splits
 static_assert(kMaxDecodeSplits >= kMaxSplits);
 
 __device__ __forceinline__ int start_of(const AttentionParams& p) { return p.start_pos + (p.pos_dev ? *p.pos_dev : 0); }
@@ -99,8 +100,10 @@ __global__ void attention_split_kernel(const float* __restrict__ q, const __half
 // its dims: the lanes score their share of the K row against every query head of the group
 // (queries broadcast from shared memory) and sum over the position's lanes, the warp updates its
 // online softmax once per chunk, then walks the chunk's V rows with each lane holding D/32 dims.
-// Long splits take LP = 1 (most positions in flight per load); short ones LP = 4, so that all
-// warps of a block share the few positions there are. The warps merge through shared memory.
+// Long splits take LP = 1 (most positions in flight per load); shorter ones LP = 4, so that all
+// warps of a block share the few positions there are, or for 64-dim heads LP = 2 up to 64
+// positions, one round of the block's warps (measured: 128-dim heads lose with it). The warps
+// merge through shared memory.
 template <int D, int LP>
 __device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half* __restrict__ kc, const __half* __restrict__ vc, int64_t kv_dim,
                                               int kvh, int G, int begin, int end, float (&o)[kMaxGroup][D / kern::kWarp],
@@ -217,6 +220,8 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float*
   }
   if (end - begin >= kWarps * kern::kWarp)
     decode_chunks<D, 1>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
+  else if (D <= 64 && end - begin > kWarps * kern::kWarp / 4)
+    decode_chunks<D, 2>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
   else
     decode_chunks<D, 4>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
 #pragma unroll
@@ -272,10 +277,22 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
   }
   l = kern::block_sum(l, red);  // its barriers also publish wgt[]
   const float inv_l = 1.0f / l;
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+  // kMergeGroups groups of threads take every kMergeGroups-th split each (the dims across a
+  // group's threads), so that each thread's chain of loads is that much shorter.
+  __shared__ float sums[kMergeGroups][kMaxHeadDim];
+  const int per_group = blockDim.x / kMergeGroups, grp = threadIdx.x / per_group;
+  for (int d = threadIdx.x % per_group; d < hd; d += per_group) {
     float acc = 0.0f;
 #pragma unroll 4
-    for (int s = 0; s < n_live; ++s) acc += base[s * (hd + 2) + 2 + d] * wgt[s];
+    for (int s = grp; s < n_live; s += kMergeGroups) acc += base[s * (hd + 2) + 2 + d] * wgt[s];
+    sums[grp][d] = acc;
+  }
+  __syncthreads();
+  if (grp != 0) return;
+  for (int d = threadIdx.x; d < hd; d += per_group) {
+    float acc = 0.0f;
+#pragma unroll
+    for (int g = 0; g < kMergeGroups; ++g) acc += sums[g][d];
     const float o = acc * inv_l;
     const int64_t i = (static_cast<int64_t>(t) * p.n_heads + h) * hd + d;
     out[i] = o;
@@ -335,8 +352,8 @@ bool launch_attention(const float* q, const __half* k_cache, const __half* v_cac
     attention_split_kernel<<<dim3(p.n_heads, p.n_tokens, splits), kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits);
   }
   CUDA_CHECK_LAUNCH();
-  const bool quantize = out_q && p.n_tokens == 1 && p.head_dim % 32 == 0 && p.head_dim <= 1024;
-  const int threads = quantize ? p.head_dim : 128;
+  const bool quantize = out_q && p.n_tokens == 1 && p.head_dim % 32 == 0 && p.head_dim * kMergeGroups <= 1024;
+  const int threads = kMergeGroups * (quantize ? p.head_dim : 128);
   kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens), threads, 0, stream, scratch, out, p, splits,
                    quantize ? *out_q : Q8Act{});
   return quantize;
