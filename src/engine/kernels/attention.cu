@@ -23,7 +23,7 @@ constexpr int kMaxSplits = 32;
 constexpr int kMaxDecodeSplits = 128;
 constexpr int kDecodeGranule = 32;  // a decode split covers a multiple of this many positions
 constexpr int kMaxGroup = 8;        // query heads per KV head the decode kernel holds in registers
-constexpr int kMergeGroups = 4;     // thread groups of the merge, each over a share of the splits
+constexpr int kMaxMergeGroups = 8;  // thread groups of the decode merge, each over a share of the splits
 static_assert(kMaxDecodeSplits >= kMaxSplits);
 
 __device__ __forceinline__ int start_of(const AttentionParams& p) { return p.start_pos + (p.pos_dev ? *p.pos_dev : 0); }
@@ -248,9 +248,10 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float*
 }
 
 // Merges the splits of one (token, head): the splits' weights exp(m_s - M) / L are worked out
-// once in shared memory, then each thread sums its dims. With `q` set (one token, head_dim a
+// once in shared memory, then each group of threads sums its share of the splits per dim. With `q` set (one token, head_dim a
 // multiple of 32, a thread per dim) the output is also quantized for the next mat-vec.
-__global__ void attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out, AttentionParams p, int n_splits, Q8Act q) {
+__global__ void attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out, AttentionParams p, int n_splits, Q8Act q,
+                                         int groups) {
   __shared__ float wgt[kMaxDecodeSplits];
   __shared__ float red[32];
   kern::wait_for_producer();
@@ -277,22 +278,21 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
   }
   l = kern::block_sum(l, red);  // its barriers also publish wgt[]
   const float inv_l = 1.0f / l;
-  // kMergeGroups groups of threads take every kMergeGroups-th split each (the dims across a
-  // group's threads), so that each thread's chain of loads is that much shorter.
-  __shared__ float sums[kMergeGroups][kMaxHeadDim];
-  const int per_group = blockDim.x / kMergeGroups, grp = threadIdx.x / per_group;
+  // `groups` groups of threads take every groups-th split each (the dims across a group's
+  // threads), so that each thread's chain of loads is that much shorter.
+  __shared__ float sums[kMaxMergeGroups][kMaxHeadDim];
+  const int per_group = blockDim.x / groups, grp = threadIdx.x / per_group;
   for (int d = threadIdx.x % per_group; d < hd; d += per_group) {
     float acc = 0.0f;
 #pragma unroll 4
-    for (int s = grp; s < n_live; s += kMergeGroups) acc += base[s * (hd + 2) + 2 + d] * wgt[s];
+    for (int s = grp; s < n_live; s += groups) acc += base[s * (hd + 2) + 2 + d] * wgt[s];
     sums[grp][d] = acc;
   }
   __syncthreads();
   if (grp != 0) return;
   for (int d = threadIdx.x; d < hd; d += per_group) {
     float acc = 0.0f;
-#pragma unroll
-    for (int g = 0; g < kMergeGroups; ++g) acc += sums[g][d];
+    for (int g = 0; g < groups; ++g) acc += sums[g][d];
     const float o = acc * inv_l;
     const int64_t i = (static_cast<int64_t>(t) * p.n_heads + h) * hd + d;
     out[i] = o;
@@ -352,10 +352,13 @@ bool launch_attention(const float* q, const __half* k_cache, const __half* v_cac
     attention_split_kernel<<<dim3(p.n_heads, p.n_tokens, splits), kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits);
   }
   CUDA_CHECK_LAUNCH();
-  const bool quantize = out_q && p.n_tokens == 1 && p.head_dim % 32 == 0 && p.head_dim * kMergeGroups <= 1024;
-  const int threads = kMergeGroups * (quantize ? p.head_dim : 128);
-  kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens), threads, 0, stream, scratch, out, p, splits,
-                   quantize ? *out_q : Q8Act{});
+  const bool quantize = out_q && p.n_tokens == 1 && p.head_dim % 32 == 0 && p.head_dim <= 1024;
+  const int per_group = quantize ? p.head_dim : 128;
+  // The decode merge has dozens of splits at long contexts, so it splits them over thread groups
+  // (measured: 8 groups beat 4 and 1); prefill merges few splits and keeps one group.
+  const int groups = use_decode_kernel(p) ? std::min(kMaxMergeGroups, 1024 / per_group) : 1;
+  kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens), groups * per_group, 0, stream, scratch, out, p, splits,
+                   quantize ? *out_q : Q8Act{}, groups);
   return quantize;
 }
 
