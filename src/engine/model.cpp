@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "common/cuda_check.h"
 #include "gguf/gguf.h"
@@ -63,11 +64,6 @@ struct Want {
   std::vector<uint64_t> dims;  // expected ne0, ne1
   bool optional = false;
 };
-
-bool is_query_or_key(std::string_view name) {
-  auto ends = [&](std::string_view suffix) { return name.size() > suffix.size() && name.ends_with(suffix); };
-  return name.starts_with("blk.") && (ends(".attn_q.weight") || ends(".attn_k.weight") || ends(".attn_q.bias") || ends(".attn_k.bias"));
-}
 
 // Row j of each head takes source row j / 2 (even j) or j / 2 + rope_dims / 2 (odd j) below
 // rope_dims; the rest stay. A row is a matrix row in its GGML format, or one float of a bias.
@@ -139,8 +135,16 @@ ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocat
   auto* base = w.storage.as<uint8_t>();
 
   // 3. Upload through the pinned staging buffer; the mmap'd file is the only host copy besides
-  // one tensor at a time of NEOX q/k rows being interleaved (see ModelWeights).
+  // one tensor at a time of NEOX q/k rows being interleaved (see ModelWeights), only among the
+  // tensors checked above.
   w.qk_rows_interleaved = c.rope_neox;
+  std::set<std::string, std::less<>> to_interleave;
+  if (w.qk_rows_interleaved)
+    for (int l = 0; l < c.n_layers; ++l)
+      for (const char* part : {"attn_q.weight", "attn_k.weight", "attn_q.bias", "attn_k.bias"}) {
+        const std::string name = "blk." + std::to_string(l) + "." + part;
+        if (f.find_tensor(name) && (c.qkv_bias || !name.ends_with(".bias"))) to_interleave.insert(name);
+      }
   {
     StagingUploader up;
     uint64_t done = 0, raw_total = 0;
@@ -148,7 +152,7 @@ ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocat
     std::vector<uint8_t> interleaved;
     for (const auto& t : f.tensors()) {
       const uint8_t* src = t.data;
-      if (w.qk_rows_interleaved && is_query_or_key(t.name)) {
+      if (to_interleave.contains(t.name)) {
         interleave_rotary_pairs(t, c, interleaved);
         src = interleaved.data();
       }

@@ -59,9 +59,9 @@ __device__ __forceinline__ void rope_store_rows(const float (&res)[kRows], float
 }
 
 // The end of every decode mat-vec kernel, reached by all threads of the block (kWarps warps of
-// kRows rows each; `live`: the warp's rows exist): the warp's sums reduced and written per
-// mode, or handed to the RoPE tail; in swiglu mode with `hq` set (32 rows a block, all live), the block's
-// outputs quantized for the next product.
+// kRows rows each; `live`: the warp's rows exist): the warp's sums reduced and written per mode
+// or handed to the RoPE tail; in swiglu mode with `hq` set (32 rows a block, all live), the
+// block's outputs also quantized for the next product.
 template <MatvecMode kMode, int kWarps, int kRows, int kMats, class Job>
 __device__ __forceinline__ void finish_rows(const float (&acc)[kMats][kRows], const Job& J, int r, bool live, const Q8Act& hq,
                                             const MatvecTail& tail) {
