@@ -1,9 +1,10 @@
 // Causal grouped-query attention over the f16 KV cache, split over the sequence; a second
-// kernel merges the splits. Prefill: each block handles one (query token, head, split) and walks
-// its positions in chunks with an online softmax. Decode: each block handles one (KV head,
-// split) for every query head of the group, so a cached row is read once, and many splits keep
-// the GPU busy at long contexts. Where the position lives on the device (graph replays) the
-// split length is worked out in the kernel from the actual length.
+// kernel merges the splits. Head dims 64/128/256 (up to 8 query heads a KV head): each block
+// handles one (query token, KV head, split) for every query head of the group, so a cached row
+// is read once per token and group, and many splits keep the GPU busy at long contexts. Other
+// shapes (prefill only): each block handles one (query token, head, split) and walks its
+// positions in chunks with an online softmax. Where the position lives on the device (graph
+// replays) the split length is worked out in the kernel from the actual length.
 #include <algorithm>
 
 #include "common/cuda_check.h"
@@ -185,15 +186,15 @@ __device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half
 }
 
 template <int D>
-__global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float* __restrict__ q, const __half* __restrict__ kc,
+__global__ void __launch_bounds__(kThreads) attention_group_kernel(const float* __restrict__ q, const __half* __restrict__ kc,
                                                                     const __half* __restrict__ vc, float* __restrict__ partial,
                                                                     AttentionParams p, int n_splits) {
   constexpr int kPer = D / kern::kWarp, kWarps = kThreads / kern::kWarp;
   __shared__ __align__(16) float qs[kMaxGroup][D];
   __shared__ float sm[kWarps][kMaxGroup][D + 2];
-  const int kvh = blockIdx.x, s = blockIdx.y;
+  const int kvh = blockIdx.x, s = blockIdx.y, t = blockIdx.z;  // KV head, split, query token
   const int G = p.n_heads / p.n_kv_heads;
-  const int n_kv = start_of(p) + 1;
+  const int n_kv = start_of(p) + t + 1;  // causal
   const int split_len = kern::ceil_div(kern::ceil_div(n_kv, n_splits), kDecodeGranule) * kDecodeGranule;
   const int begin = s * split_len, end = min(n_kv, begin + split_len);
   const int lane = threadIdx.x % kern::kWarp, warp = threadIdx.x / kern::kWarp;
@@ -203,12 +204,13 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float*
   kern::allow_consumer();
   if (begin >= end) {  // a split past the current length (the launch is sized for the whole cache): empty
     if (threadIdx.x < G) {
-      float* part = partial + ((kvh * G + threadIdx.x) * n_splits + s) * (D + 2);
+      float* part = partial + ((static_cast<int64_t>(t) * p.n_heads + kvh * G + threadIdx.x) * n_splits + s) * (D + 2);
       part[0] = -INFINITY, part[1] = 0.0f;
     }
     return;
   }
-  for (int i = threadIdx.x; i < G * D; i += kThreads) qs[i / D][i % D] = q[static_cast<int64_t>(kvh) * G * D + i] * scale;
+  const float* qt = q + (static_cast<int64_t>(t) * p.n_heads + kvh * G) * D;
+  for (int i = threadIdx.x; i < G * D; i += kThreads) qs[i / D][i % D] = qt[i] * scale;
   __syncthreads();
 
   float o[kMaxGroup][kPer], m[kMaxGroup], l[kMaxGroup];
@@ -243,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const float*
       for (int w = 0; w < kWarps; ++w)
         if (sm[w][g][0] != -INFINITY) v += sm[w][g][c] * expf(sm[w][g][0] - mm);
     }
-    partial[((kvh * G + g) * n_splits + s) * (D + 2) + c] = v;
+    partial[((static_cast<int64_t>(t) * p.n_heads + kvh * G + g) * n_splits + s) * (D + 2) + c] = v;
   }
 }
 
@@ -302,14 +304,24 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
 
 int max_kv_of(const AttentionParams& p) { return p.pos_dev ? p.max_ctx : p.start_pos + p.n_tokens; }
 
-bool use_decode_kernel(const AttentionParams& p) {
-  return p.n_tokens == 1 && (p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256) && p.n_heads / p.n_kv_heads <= kMaxGroup;
+// Split results the scratch buffer holds for a launch of n_tokens (attention_scratch_floats).
+size_t scratch_units(int n_tokens, int n_heads) {
+  return std::max<size_t>({static_cast<size_t>(n_tokens) * n_heads, 1024, static_cast<size_t>(n_heads) * kMaxDecodeSplits});
 }
 
-int choose_decode_splits(const AttentionParams& p) {
-  // About four blocks per SM across the KV heads (measured best of 264 / 528 / 1056 blocks at
-  // depth 4096 on 1B and 8B shapes), never a split under one granule.
-  const int splits = std::min({kMaxDecodeSplits, kern::ceil_div(528, p.n_kv_heads), kern::ceil_div(max_kv_of(p), kDecodeGranule)});
+// The kernel that serves a KV head's whole query-head group per block (each cached row read
+// once for the group): decode, and prefill chunks whose heads it takes.
+bool use_group_kernel(const AttentionParams& p) {
+  return (p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256) && p.n_heads / p.n_kv_heads <= kMaxGroup;
+}
+
+int choose_group_splits(const AttentionParams& p) {
+  // About four blocks per SM across the KV heads and tokens (measured best of 264 / 528 / 1056
+  // blocks at depth 4096 on 1B and 8B shapes), never a split under one granule, and no more
+  // than the scratch buffer holds.
+  const int blocks = p.n_kv_heads * p.n_tokens;
+  const int cap = static_cast<int>(scratch_units(p.n_tokens, p.n_heads) / (static_cast<size_t>(p.n_tokens) * p.n_heads));
+  const int splits = std::min({kMaxDecodeSplits, cap, kern::ceil_div(528, blocks), kern::ceil_div(max_kv_of(p), kDecodeGranule)});
   return std::max(1, splits);
 }
 
@@ -325,11 +337,10 @@ int choose_splits(const AttentionParams& p) {
 }  // namespace
 
 size_t attention_scratch_floats(int max_tokens, int n_heads, int head_dim, int max_ctx) {
-  // choose_splits keeps tokens * heads * splits under max(tokens * heads, 512 * 2).
-  // The decode kernel writes n_heads * at most kMaxDecodeSplits.
-  const size_t units = std::max<size_t>({static_cast<size_t>(max_tokens) * n_heads, 1024, static_cast<size_t>(n_heads) * kMaxDecodeSplits});
+  // choose_splits keeps tokens * heads * splits under max(tokens * heads, 512 * 2); the group
+  // kernel keeps to what this holds (at least n_heads * kMaxDecodeSplits for one token).
   (void)max_ctx;
-  return units * (head_dim + 2);
+  return scratch_units(max_tokens, n_heads) * (head_dim + 2);
 }
 
 bool launch_attention(const float* q, const __half* k_cache, const __half* v_cache, float* out, float* scratch,
@@ -339,13 +350,14 @@ bool launch_attention(const float* q, const __half* k_cache, const __half* v_cac
     throw std::invalid_argument("attention: head_dim " + std::to_string(p.head_dim) + " or head grouping not supported");
   if (p.pos_dev && p.max_ctx <= 0) throw std::invalid_argument("attention: a device position needs max_ctx");
   int splits = 0;
-  if (use_decode_kernel(p)) {
-    splits = choose_decode_splits(p);
-    const dim3 grid(p.n_kv_heads, splits);
+  const bool grouped = use_group_kernel(p);
+  if (grouped) {
+    splits = choose_group_splits(p);
+    const dim3 grid(p.n_kv_heads, splits, p.n_tokens);
     switch (p.head_dim) {
-      case 64: kern::launch_pdl(attention_decode_kernel<64>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
-      case 128: kern::launch_pdl(attention_decode_kernel<128>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
-      default: kern::launch_pdl(attention_decode_kernel<256>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
+      case 64: kern::launch_pdl(attention_group_kernel<64>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
+      case 128: kern::launch_pdl(attention_group_kernel<128>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
+      default: kern::launch_pdl(attention_group_kernel<256>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
     }
   } else {
     splits = choose_splits(p);
@@ -356,7 +368,7 @@ bool launch_attention(const float* q, const __half* k_cache, const __half* v_cac
   const int per_group = quantize ? p.head_dim : 128;
   // The decode merge has dozens of splits at long contexts, so it splits them over thread groups
   // (measured: 8 groups beat 4 and 1); prefill merges few splits and keeps one group.
-  const int groups = use_decode_kernel(p) ? std::min(kMaxMergeGroups, 1024 / per_group) : 1;
+  const int groups = grouped && p.n_tokens == 1 ? std::min(kMaxMergeGroups, 1024 / per_group) : 1;
   kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens), groups * per_group, 0, stream, scratch, out, p, splits,
                    quantize ? *out_q : Q8Act{}, groups);
   return quantize;

@@ -131,8 +131,8 @@ struct AttentionParams {
   int max_ctx = 0;
 };
 // Causal grouped-query attention over the f16 cache. q/out: n_tokens x n_heads x head_dim.
-// One query token with head_dim 64/128/256 and at most 8 query heads per KV head takes a decode
-// kernel that reads each K/V row once for the whole head group.
+// Head dims 64/128/256 with at most 8 query heads per KV head take a kernel that reads each K/V
+// row once per query token for the whole head group (prefill and decode).
 // `scratch` holds attention_scratch_floats(p) floats (partial results of the sequence split).
 // With out_q the output is also quantized for the next mat-vec where it can be (one token,
 // head_dim a multiple of 32); returns whether it was.
