@@ -32,10 +32,20 @@ void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos,
   launch_get_rows(weights_.tok_embd, ws_.ids.as<int32_t>(), n, x, s);
 
   const bool tensor_cores = gemm_ && n >= kGemmMinTokens;
+  __half* x16 = ws_.x16.as<__half>();
   auto as_half = [&](const float* in, int cols) -> const __half* {
     if (!tensor_cores) return nullptr;
-    launch_to_half(in, ws_.x16.as<__half>(), static_cast<int64_t>(n) * cols, s);
-    return ws_.x16.as<__half>();
+    launch_to_half(in, x16, static_cast<int64_t>(n) * cols, s);
+    return x16;
+  };
+  // RMSNorm into xb, or straight into f16 for the tensor cores (returned; then xb is not written).
+  auto norm = [&](const float* weight) -> const __half* {
+    if (!tensor_cores) {
+      launch_rmsnorm(x, weight, xb, n, c.n_embd, c.rms_eps, s);
+      return nullptr;
+    }
+    launch_rmsnorm(x, weight, x16, n, c.n_embd, c.rms_eps, s);
+    return x16;
   };
   const RopeParams rope = rope_params();
   const AttentionParams ap{c.n_heads, c.n_kv_heads, c.head_dim, start_pos, n};
@@ -44,8 +54,7 @@ void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos,
     const LayerWeights& L = weights_.layers[l];
     __half* kc = k_cache_.as<__half>() + l * layer_kv;
     __half* vc = v_cache_.as<__half>() + l * layer_kv;
-    launch_rmsnorm(x, L.attn_norm, xb, n, c.n_embd, c.rms_eps, s);
-    const __half* h = as_half(xb, c.n_embd);
+    const __half* h = norm(L.attn_norm);
     prefill_linear(L.wq, xb, h, n, q, false);
     prefill_linear(L.wk, xb, h, n, k, false);
     prefill_linear(L.wv, xb, h, n, v, false);
@@ -58,12 +67,16 @@ void InferenceEngine::forward_chunk(const int32_t* tokens, int n, int start_pos,
     launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s);
     prefill_linear(L.wo, att, as_half(att, c.q_dim()), n, x, true);
 
-    launch_rmsnorm(x, L.ffn_norm, xb, n, c.n_embd, c.rms_eps, s);
-    h = as_half(xb, c.n_embd);
+    h = norm(L.ffn_norm);
     prefill_linear(L.w_gate, xb, h, n, hb, false);
     prefill_linear(L.w_up, xb, h, n, hb2, false);
-    launch_swiglu(hb, hb2, hb, static_cast<int64_t>(n) * c.n_ff, s);
-    prefill_linear(L.w_down, hb, as_half(hb, c.n_ff), n, x, true);
+    if (tensor_cores) {
+      launch_swiglu(hb, hb2, x16, static_cast<int64_t>(n) * c.n_ff, s);
+      prefill_linear(L.w_down, hb, x16, n, x, true);
+    } else {
+      launch_swiglu(hb, hb2, hb, static_cast<int64_t>(n) * c.n_ff, s);
+      prefill_linear(L.w_down, hb, nullptr, n, x, true);
+    }
   }
   // Only the last token's logits are needed: the same path as a decode step's.
   if (!last_chunk) return;

@@ -284,12 +284,24 @@ TEST(KernelsGpu, RmsNormSwigluAddMatchFloat64) {
     for (int i = 0; i < dim; ++i) want[r * dim + i] = x[r * dim + i] * inv * w[i];
   }
   EXPECT_LT(rel_err(got, want), 1e-6);
+  // The f16 outputs (tensor-core prefill) hold the same values to f16's rounding (2^-11).
+  auto as_floats = [&](const DeviceBuffer& b) {
+    std::vector<float> f;
+    for (__half h : g.download<__half>(b, rows * dim)) f.push_back(__half2float(h));
+    return f;
+  };
+  auto out16 = g.poisoned(rows * dim);
+  launch_rmsnorm(xd.as<float>(), wd.as<float>(), out16.as<__half>(), rows, dim, 1e-6f, nullptr);
+  EXPECT_LT(rel_err(as_floats(out16), want), 5e-4) << "f16 output";
 
   auto sw = g.poisoned(rows * dim);
   launch_swiglu(xd.as<float>(), yd.as<float>(), sw.as<float>(), rows * dim, nullptr);
   got = g.download<float>(sw, rows * dim);
   for (int i = 0; i < rows * dim; ++i) want[i] = x[i] / (1.0 + std::exp(-static_cast<double>(x[i]))) * y[i];
   EXPECT_LT(rel_err(got, want), 1e-6);
+  auto sw16 = g.poisoned(rows * dim);
+  launch_swiglu(xd.as<float>(), yd.as<float>(), sw16.as<__half>(), rows * dim, nullptr);
+  EXPECT_LT(rel_err(as_floats(sw16), want), 5e-4) << "f16 output";
 
   launch_add(xd.as<float>(), yd.as<float>(), rows * dim, nullptr);
   got = g.download<float>(xd, rows * dim);

@@ -106,15 +106,17 @@ void launch_matvec_f16(std::span<const MatvecJob> jobs, const float* x, MatvecMo
 // Throws std::invalid_argument where `tail` cannot run on this launch.
 void check_matvec_tail(std::span<const MatvecJob> jobs, MatvecMode mode, const MatvecTail& tail);
 
-// out[t] = x[t] / rms(x[t]) * weight, rows of `dim`.
+// out[t] = x[t] / rms(x[t]) * weight, rows of `dim`; as f16 for the tensor-core prefill.
 void launch_rmsnorm(const float* x, const float* weight, float* out, int n_rows, int dim, float eps, cudaStream_t stream);
+void launch_rmsnorm(const float* x, const float* weight, __half* out, int n_rows, int dim, float eps, cudaStream_t stream);
 
 // x[t][i] += bias[i]
 void launch_add_bias(float* x, const float* bias, int n_rows, int dim, cudaStream_t stream);
 // x[i] += y[i]
 void launch_add(float* x, const float* y, int64_t n, cudaStream_t stream);
-// out[t][i] = silu(gate[t][i]) * up[t][i]
+// out[t][i] = silu(gate[t][i]) * up[t][i]; as f16 for the tensor-core prefill.
 void launch_swiglu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+void launch_swiglu(const float* gate, const float* up, __half* out, int64_t n, cudaStream_t stream);
 
 // Rotates q and k of tokens at positions start_pos.. in place, then stores k and v (f16) into
 // the layer's cache rows at those positions. Cache layout: [position][kv_head][head_dim].
