@@ -46,7 +46,7 @@ T = "gpu__time_duration.sum"
 total = sum(m.get(T, 0) for m in launch.values())
 print(f"total {total:.1f} us over {len(launch)} kernels")
 others = sorted({k for m in launch.values() for k in m} - {T, "dram__bytes_read.sum"})
-short = {k: k.split("__")[1].split(".")[0][:14] for k in others}
+short = {k: (k.split("__")[1] if "__" in k else k).split(".")[0][:14] for k in others}  # section metrics have plain names
 print(f"{'us':>9} {'n':>4} {'us/launch':>9} {'GB/s':>6} " + " ".join(f"{short[k]:>14}" for k in others) + "  kernel")
 for name, ms in sorted(agg.items(), key=lambda x: -sum(m.get(T, 0) for m in x[1])):
     t = sum(m.get(T, 0) for m in ms)
