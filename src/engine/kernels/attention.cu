@@ -21,11 +21,11 @@ constexpr int kChunk = 128;      // positions scored at a time
 constexpr int kMaxHeadDim = 256;
 constexpr int kDimsPerThread = kMaxHeadDim / kThreads;
 constexpr int kMaxSplits = 32;
-constexpr int kMaxDecodeSplits = 128;
-constexpr int kDecodeGranule = 32;  // a decode split covers a multiple of this many positions
+constexpr int kMaxGroupSplits = 128;
+constexpr int kSplitGranule = 32;  // a group-kernel split covers a multiple of this many positions
 constexpr int kMaxGroup = 8;        // query heads per KV head the decode kernel holds in registers
 constexpr int kMaxMergeGroups = 8;  // thread groups of the decode merge, each over a share of the splits
-static_assert(kMaxDecodeSplits >= kMaxSplits);
+static_assert(kMaxGroupSplits >= kMaxSplits);
 
 __device__ __forceinline__ int start_of(const AttentionParams& p) { return p.start_pos + (p.pos_dev ? *p.pos_dev : 0); }
 
@@ -195,14 +195,16 @@ __global__ void __launch_bounds__(kThreads) attention_group_kernel(const float* 
   const int kvh = blockIdx.x, s = blockIdx.y, t = blockIdx.z;  // KV head, split, query token
   const int G = p.n_heads / p.n_kv_heads;
   const int n_kv = start_of(p) + t + 1;  // causal
-  const int split_len = kern::ceil_div(kern::ceil_div(n_kv, n_splits), kDecodeGranule) * kDecodeGranule;
+  const int split_len = kern::ceil_div(kern::ceil_div(n_kv, n_splits), kSplitGranule) * kSplitGranule;
   const int begin = s * split_len, end = min(n_kv, begin + split_len);
   const int lane = threadIdx.x % kern::kWarp, warp = threadIdx.x / kern::kWarp;
   const int64_t kv_dim = static_cast<int64_t>(p.n_kv_heads) * D;
   const float scale = rsqrtf(static_cast<float>(D));
   kern::wait_for_producer();
   kern::allow_consumer();
-  if (begin >= end) {  // a split past the current length (the launch is sized for the whole cache): empty
+  // A split past this token's length is empty: the launch is sized for its longest sequence (in
+  // the decode graph, the whole cache).
+  if (begin >= end) {
     if (threadIdx.x < G) {
       float* part = partial + ((static_cast<int64_t>(t) * p.n_heads + kvh * G + threadIdx.x) * n_splits + s) * (D + 2);
       part[0] = -INFINITY, part[1] = 0.0f;
@@ -250,11 +252,12 @@ __global__ void __launch_bounds__(kThreads) attention_group_kernel(const float* 
 }
 
 // Merges the splits of one (token, head): the splits' weights exp(m_s - M) / L are worked out
-// once in shared memory, then each group of threads sums its share of the splits per dim. With `q` set (one token, head_dim a
-// multiple of 32, a thread per dim) the output is also quantized for the next mat-vec.
+// once in shared memory, then each group of threads sums its share of the splits per dim. With
+// `q` set (one token, head_dim a multiple of 32, a thread per dim) the output is also quantized
+// for the next mat-vec.
 __global__ void attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out, AttentionParams p, int n_splits, Q8Act q,
                                          int groups) {
-  __shared__ float wgt[kMaxDecodeSplits];
+  __shared__ float wgt[kMaxGroupSplits];
   __shared__ float red[32];
   kern::wait_for_producer();
   kern::allow_consumer();
@@ -306,7 +309,7 @@ int max_kv_of(const AttentionParams& p) { return p.pos_dev ? p.max_ctx : p.start
 
 // Split results the scratch buffer holds for a launch of n_tokens (attention_scratch_floats).
 size_t scratch_units(int n_tokens, int n_heads) {
-  return std::max<size_t>({static_cast<size_t>(n_tokens) * n_heads, 1024, static_cast<size_t>(n_heads) * kMaxDecodeSplits});
+  return std::max<size_t>({static_cast<size_t>(n_tokens) * n_heads, 1024, static_cast<size_t>(n_heads) * kMaxGroupSplits});
 }
 
 // The kernel that serves a KV head's whole query-head group per block (each cached row read
@@ -321,7 +324,7 @@ int choose_group_splits(const AttentionParams& p) {
   // than the scratch buffer holds.
   const int blocks = p.n_kv_heads * p.n_tokens;
   const int cap = static_cast<int>(scratch_units(p.n_tokens, p.n_heads) / (static_cast<size_t>(p.n_tokens) * p.n_heads));
-  const int splits = std::min({kMaxDecodeSplits, cap, kern::ceil_div(528, blocks), kern::ceil_div(max_kv_of(p), kDecodeGranule)});
+  const int splits = std::min({kMaxGroupSplits, cap, kern::ceil_div(528, blocks), kern::ceil_div(max_kv_of(p), kSplitGranule)});
   return std::max(1, splits);
 }
 
@@ -338,7 +341,7 @@ int choose_splits(const AttentionParams& p) {
 
 size_t attention_scratch_floats(int max_tokens, int n_heads, int head_dim, int max_ctx) {
   // choose_splits keeps tokens * heads * splits under max(tokens * heads, 512 * 2); the group
-  // kernel keeps to what this holds (at least n_heads * kMaxDecodeSplits for one token).
+  // kernel keeps to what this holds (at least n_heads * kMaxGroupSplits for one token).
   (void)max_ctx;
   return scratch_units(max_tokens, n_heads) * (head_dim + 2);
 }
