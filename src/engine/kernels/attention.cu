@@ -257,7 +257,7 @@ __global__ void __launch_bounds__(kThreads) attention_group_kernel(const float* 
 // for the next mat-vec.
 __global__ void attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out, AttentionParams p, int n_splits, Q8Act q,
                                          int groups) {
-  __shared__ float wgt[kMaxGroupSplits];
+  __shared__ float wgt[kMaxGroupSplits], sums_l[kMaxGroupSplits];
   __shared__ float red[32];
   kern::wait_for_producer();
   kern::allow_consumer();
@@ -265,21 +265,23 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
   const int hd = p.head_dim;
   const float* base = partial + (static_cast<int64_t>(t) * p.n_heads + h) * n_splits * (hd + 2);
   // The splits holding positions are a prefix (the decode launch is sized for the whole cache),
-  // so everything after the first pass runs over that prefix only.
+  // so everything after the first pass runs over that prefix only. Each split's max and sum are
+  // read once, together, into shared memory (wgt[] holds the max until it becomes the weight).
   float m = -INFINITY, last_live = -1.0f;
   for (int s = threadIdx.x; s < n_splits; s += blockDim.x) {
     const float ms = base[s * (hd + 2)];
+    wgt[s] = ms, sums_l[s] = base[s * (hd + 2) + 1];
     m = fmaxf(m, ms);
     if (ms != -INFINITY) last_live = static_cast<float>(s);
   }
   m = kern::block_max(m, red);
   const int n_live = static_cast<int>(kern::block_max(last_live, red)) + 1;
   float l = 0.0f;
-  for (int s = threadIdx.x; s < n_live; s += blockDim.x) {
-    const float ms = base[s * (hd + 2)];
+  for (int s = threadIdx.x; s < n_live; s += blockDim.x) {  // the same thread wrote split s above
+    const float ms = wgt[s];
     const float e = ms == -INFINITY ? 0.0f : expf(ms - m);
     wgt[s] = e;
-    l += base[s * (hd + 2) + 1] * e;
+    l += sums_l[s] * e;
   }
   l = kern::block_sum(l, red);  // its barriers also publish wgt[]
   const float inv_l = 1.0f / l;

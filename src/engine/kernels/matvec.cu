@@ -483,16 +483,16 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     throw std::invalid_argument("matvec_q8: quantized output only for swiglu with rows a multiple of 32");
   MvJobs p{};
   int64_t rows = 0;
+  size_t bytes = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
     const QMatrix& w = jobs[i].w;
     if (w.type != jobs[0].w.type || w.cols != jobs[0].w.cols || !matvec_q8_supports(w))
       throw std::invalid_argument("matvec_q8: matrices of one launch must share a supported type and width");
     p.job[i] = {static_cast<const uint8_t*>(w.data), w.row_bytes, static_cast<int>(w.rows), jobs[i].out, jobs[i].bias};
     rows += w.rows;
+    bytes += static_cast<size_t>(w.rows) * w.row_bytes;
   }
   p.n = static_cast<int>(jobs.size());
-  size_t bytes = 0;
-  for (const MatvecJob& j : jobs) bytes += static_cast<size_t>(j.w.rows) * j.w.row_bytes;
   p.prefetch = bytes <= kSmallLaunchBytes;
   if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
   if (rows_per_warp == 0) rows_per_warp = matvec_rows_per_warp(jobs, mode);
