@@ -5,7 +5,7 @@
 # runs on the same files in the same session and its figures go beside ours.
 #
 #   bench/run-bench.sh [--bin build/worker-orcd] [--models DIR] [--out FILE] [--reps N]
-#                      [--only NAME[,NAME]] [--depth D] [--llama-bench PATH]
+#                      [--only NAME[,NAME]] [--depth D] [--llama-bench PATH] [--bench-args "ARGS"]
 #
 # NAME is one of: qwen05-q4km qwen05-q8 llama1b-q4km llama8b-q4km llama8b-f16.
 set -euo pipefail
@@ -18,6 +18,7 @@ REPS=5
 ONLY=""
 DEPTH=4096
 LLAMA_BENCH=""
+BENCH_ARGS=""  # more options for every `worker-orcd bench` (for example --host-sync)
 VOCABS=${VOCABS:-../shared/testdata/tokenizer}
 while (($#)); do
   case "$1" in
@@ -28,6 +29,7 @@ while (($#)); do
     --only) ONLY=$2; shift 2 ;;
     --depth) DEPTH=$2; shift 2 ;;
     --llama-bench) LLAMA_BENCH=$2; shift 2 ;;
+    --bench-args) BENCH_ARGS=$2; shift 2 ;;
     *) echo "run-bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -52,7 +54,7 @@ for row in "${TABLE[@]}"; do
     "$BIN" synth --preset "$preset" --quant "$scheme" --vocab "$VOCABS/$vocab" -o "$file" >&2
   fi
   echo "run-bench: benchmarking $name" >&2
-  "$BIN" bench -m "$file" -p 512 -n 128 -d "0,$DEPTH" -r "$REPS" --json >"$RAW/$name.ours.jsonl"
+  "$BIN" bench -m "$file" -p 512 -n 128 -d "0,$DEPTH" -r "$REPS" --json $BENCH_ARGS >"$RAW/$name.ours.jsonl"
   if [ -n "$LLAMA_BENCH" ]; then
     "$LLAMA_BENCH" -m "$file" -p 512 -n 128 -fa 1 -r "$REPS" -o json >"$RAW/$name.llama.json" ||
       echo "run-bench: llama-bench failed on $name" >&2

@@ -88,6 +88,7 @@ Runner add_bench(CLI::App& app) {
     int prompt = 512, gen = 128, reps = 5, ctx = 0, gpu = 0;
     std::vector<int> depths{0};
     bool json = false;
+    bool host_sync = false;
     uint64_t seed = 1;
   };
   auto o = std::make_shared<Opts>();
@@ -103,6 +104,7 @@ Runner add_bench(CLI::App& app) {
   cmd->add_option("--gpu-device", o->gpu, "CUDA device index");
   cmd->add_option("--seed", o->seed, "Seed of the random prompt tokens");
   cmd->add_flag("--json", o->json, "One JSON object per test on stdout instead of the table");
+  cmd->add_flag("--host-sync", o->host_sync, "Decode reads each token on the host before queuing the next step (no pipelining)");
   return [o] {
     CUDA_CHECK(cudaSetDevice(o->gpu));
     cudaDeviceProp prop{};
@@ -179,9 +181,15 @@ Runner add_bench(CLI::App& app) {
           int32_t tok = random_tokens(1)[0];
           const int32_t first = tok;
           timer.start(s);
-          for (int i = 0; i < o->gen; ++i) {
-            engine->forward(std::span(&tok, 1), depth + i);
-            tok = engine->sample(greedy, std::span(&first, 0), i);
+          engine->forward(std::span(&tok, 1), depth);
+          for (int i = 0; i < o->gen; ++i) {  // as generation runs: each step queued before its token is read
+            const bool more = i + 1 < o->gen;
+            if (o->host_sync && more) {
+              tok = engine->sample(greedy, std::span(&first, 0), i);
+              engine->forward(std::span(&tok, 1), depth + i + 1);
+            } else {
+              tok = engine->sample_and_step(greedy, std::span(&first, 0), i, more ? depth + i + 1 : -1);
+            }
           }
           const double t = timer.stop_ms(s);
           if (r > 0) ms.push_back(t);

@@ -50,6 +50,8 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
   // From here on, an exception destroys `e`, whose buffers free themselves.
   e->alloc_ = std::make_unique<DeviceAllocator>(opt.device, e->tracker_, opt.alloc_limit_for_tests);
   CUDA_CHECK(cudaStreamCreateWithFlags(&e->stream_, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&e->readback_, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaEventCreateWithFlags(&e->sampled_, cudaEventDisableTiming));
   e->weights_ = load_weights(*e->file_, e->cfg_, *e->alloc_, opt.progress);
   const ModelConfig& c = e->cfg_;
   const size_t kv_bytes = static_cast<size_t>(c.n_layers) * e->n_ctx_ * c.kv_dim() * sizeof(__half);
@@ -89,6 +91,8 @@ InferenceEngine::~InferenceEngine() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
   gemm_.reset();  // the cuBLAS handle is bound to the stream
+  if (sampled_) cudaEventDestroy(sampled_);
+  if (readback_) cudaStreamDestroy(readback_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -101,10 +105,8 @@ void InferenceEngine::forward(std::span<const int32_t> tokens, int start_pos) {
   CUDA_CHECK(cudaSetDevice(opt_.device));
   if (tokens.size() == 1) {
     // Inputs of the graph: the token and its position, read on the device by its kernels.
-    const int32_t step[2] = {tokens[0], start_pos};
-    CUDA_CHECK(cudaMemcpyAsync(ws_.step.get(), step, sizeof step, cudaMemcpyHostToDevice, stream_));
-    if (!decode_graph_) capture_decode_graph();
-    CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
+    launch_set_decode_step(nullptr, tokens[0], start_pos, ws_.step.as<int32_t>(), stream_);
+    launch_decode_graph();
     return;
   }
   const int T = opt_.max_batch_tokens;
@@ -114,21 +116,24 @@ void InferenceEngine::forward(std::span<const int32_t> tokens, int start_pos) {
   }
 }
 
-void InferenceEngine::capture_decode_graph() {
-  cudaGraph_t graph = nullptr;
-  // Thread-local capture: other threads (health checks, the GPU monitor) may call CUDA meanwhile.
-  CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-  try {
-    decode_step();
-  } catch (...) {
-    cudaStreamEndCapture(stream_, &graph);
-    if (graph) cudaGraphDestroy(graph);
-    throw;
+void InferenceEngine::launch_decode_graph() {
+  if (!decode_graph_) {
+    cudaGraph_t graph = nullptr;
+    // Thread-local capture: other threads (health checks, the GPU monitor) may call CUDA meanwhile.
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      decode_step();
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    const cudaError_t err = cudaGraphInstantiate(&decode_graph_, graph, 0);
+    cudaGraphDestroy(graph);
+    CUDA_CHECK(err);
   }
-  CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-  const cudaError_t err = cudaGraphInstantiate(&decode_graph_, graph, 0);
-  cudaGraphDestroy(graph);
-  CUDA_CHECK(err);
+  CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
 }
 
 std::vector<float> InferenceEngine::logits() const {
@@ -138,17 +143,38 @@ std::vector<float> InferenceEngine::logits() const {
   return out;
 }
 
-int32_t InferenceEngine::sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step) {
-  CUDA_CHECK(cudaSetDevice(opt_.device));
+void InferenceEngine::enqueue_sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step) {
   const int n_hist = static_cast<int>(std::min<size_t>({history.size(), static_cast<size_t>(std::max(0, p.penalty_last_n)), 4096}));
   if (p.repetition_penalty != 1.0f && n_hist > 0) {
     CUDA_CHECK(cudaMemcpyAsync(ws_.history.get(), history.data() + history.size() - n_hist, n_hist * 4, cudaMemcpyHostToDevice, stream_));
     launch_repetition_penalty(ws_.logits.as<float>(), ws_.history.as<int32_t>(), n_hist, p.repetition_penalty, stream_);
   }
   launch_sample(ws_.logits.as<float>(), cfg_.n_vocab, p, step, ws_.token.as<int32_t>(), stream_);
+}
+
+int32_t InferenceEngine::sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step) {
+  CUDA_CHECK(cudaSetDevice(opt_.device));
+  enqueue_sample(p, history, step);
   int32_t tok = -1;
   CUDA_CHECK(cudaMemcpyAsync(&tok, ws_.token.get(), 4, cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return tok;
+}
+
+int32_t InferenceEngine::sample_and_step(const SamplingParams& p, std::span<const int32_t> history, uint64_t step, int next_pos) {
+  if (next_pos < 0) return sample(p, history, step);
+  if (next_pos >= n_ctx_)
+    throw std::out_of_range("sample_and_step: position " + std::to_string(next_pos) + " is past the context of " + std::to_string(n_ctx_));
+  CUDA_CHECK(cudaSetDevice(opt_.device));
+  enqueue_sample(p, history, step);
+  CUDA_CHECK(cudaEventRecord(sampled_, stream_));
+  launch_set_decode_step(ws_.token.as<int32_t>(), 0, next_pos, ws_.step.as<int32_t>(), stream_);
+  launch_decode_graph();
+  // The token is read on a second stream that waits for the sampling only, not for the step.
+  int32_t tok = -1;
+  CUDA_CHECK(cudaStreamWaitEvent(readback_, sampled_, 0));
+  CUDA_CHECK(cudaMemcpyAsync(&tok, ws_.token.get(), 4, cudaMemcpyDeviceToHost, readback_));
+  CUDA_CHECK(cudaStreamSynchronize(readback_));
   return tok;
 }
 

@@ -57,13 +57,19 @@ class InferenceEngine {
   std::vector<float> logits() const;  // copy of the last logits (tests, tools)
   // Samples from the last logits; `history` feeds the repetition penalty.
   int32_t sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step);
+  // The same, and when next_pos >= 0 the decode step of the sampled token at next_pos is queued
+  // before the host reads the token (forward of one token, fed on the device), so that the GPU
+  // does not wait on the host between tokens. If the caller then stops (end of generation), that
+  // step was wasted but harmless: it wrote only the cache row at next_pos.
+  int32_t sample_and_step(const SamplingParams& p, std::span<const int32_t> history, uint64_t step, int next_pos);
 
  private:
   InferenceEngine() = default;
   // Prefill (forward.cpp); only the last chunk computes logits.
   void forward_chunk(const int32_t* tokens, int n, int start_pos, bool last_chunk);
   void decode_step();  // one token, inputs in ws_.step; captured as a graph
-  void capture_decode_graph();
+  void launch_decode_graph();  // captures it on first use
+  void enqueue_sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step);
   // Decode: y (+)= W x through the integer mat-vec where the types allow, else the float matmul.
   // `x_quantized`: the quantized buffer (xq_buffer, default ws_.xq) already holds x. Returns
   // true when the swiglu product was also quantized into out_q (a fused launch).
@@ -93,6 +99,8 @@ class InferenceEngine {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<TensorCoreGemm> gemm_;  // null when prefill chunks are too short to use it
   cudaGraphExec_t decode_graph_ = nullptr;
+  cudaStream_t readback_ = nullptr;  // reads sampled tokens while the next step runs on stream_
+  cudaEvent_t sampled_ = nullptr;
 };
 
 }  // namespace orcd

@@ -80,7 +80,11 @@ GenerateResult generate(InferenceEngine& engine, const GenerateRequest& req, con
   const auto t0 = clock::now();
   engine.forward(r.prompt_ids, 0);
   int pos = static_cast<int>(r.prompt_ids.size());
-  int32_t next = engine.sample(req.sampling, history, 0);
+  // Each sampled token's decode step is queued before the host reads the token (`ahead`), unless
+  // it is known to be the last; an end-of-generation token found later wastes that one step.
+  auto can_follow = [&](size_t index) { return static_cast<int>(index) + 1 < req.max_tokens && pos < engine.n_ctx(); };
+  bool ahead = can_follow(0);
+  int32_t next = engine.sample_and_step(req.sampling, history, 0, ahead ? pos : -1);
   r.prefill_ms = r.ttft_ms = ms(clock::now() - t0);
   const auto t1 = clock::now();
   bool cancelled = false;
@@ -107,8 +111,10 @@ GenerateResult generate(InferenceEngine& engine, const GenerateRequest& req, con
       r.stop_reason = StopReason::context_full;
       break;
     }
-    engine.forward(std::span<const int32_t>(&next, 1), pos++);
-    next = engine.sample(req.sampling, history, r.output_ids.size());
+    if (!ahead) engine.forward(std::span<const int32_t>(&next, 1), pos);
+    ++pos;
+    ahead = can_follow(r.output_ids.size());
+    next = engine.sample_and_step(req.sampling, history, r.output_ids.size(), ahead ? pos : -1);
   }
   if (cancelled) {
     r.stop_reason = StopReason::cancelled;

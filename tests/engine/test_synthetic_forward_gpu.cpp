@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include "engine/cpu_reference.h"
 #include "engine/engine.h"
@@ -47,22 +48,26 @@ void expect_top1(const std::vector<float>& got, const std::vector<double>& want,
   }
 }
 
+std::string synth_model(const std::string& dir, const std::string& preset, const std::string& vocab, const std::string& scheme) {
+  SynthOptions so;
+  so.preset = preset;
+  so.scheme = scheme;
+  so.vocab_path = test::testdata("tokenizer/" + vocab);
+  so.out_path = dir + "/model.gguf";
+  so.seed = 7;
+  write_synthetic_model(so);
+  return so.out_path;
+}
+
 TEST_P(SyntheticForward, PrefillAnd32DecodeStepsMatchFloat64) {
   ORCD_REQUIRE_GPU();
   const Case c = GetParam();
   const std::string dir = test::temp_dir();
-  SynthOptions so;
-  so.preset = c.preset;
-  so.scheme = c.scheme;
-  so.vocab_path = test::testdata("tokenizer/" + c.vocab);
-  so.out_path = dir + "/model.gguf";
-  so.seed = 7;
-  write_synthetic_model(so);
   EngineOptions eo;
   eo.reserved_vram = 0;
   eo.n_ctx = 128;
   eo.max_batch_tokens = 8;  // a 13-token prompt runs as two chunks
-  auto e = InferenceEngine::load(so.out_path, eo);
+  auto e = InferenceEngine::load(synth_model(dir, c.preset, c.vocab, c.scheme), eo);
   ref::RefModel ref(e->gguf(), e->config());
 
   std::mt19937 rng(11);
@@ -83,6 +88,51 @@ TEST_P(SyntheticForward, PrefillAnd32DecodeStepsMatchFloat64) {
     EXPECT_LT(rel(got, last), 5e-3) << "decode step " << s;
     expect_top1(got, last, s);
   }
+  std::filesystem::remove_all(dir);
+}
+
+// sample_and_step queues each token's step before the host reads it; the tokens and the last
+// logits must be exactly those of sampling and stepping one at a time.
+TEST(SyntheticDecode, PipelinedStepsGiveTheSameTokensAsOneAtATime) {
+  ORCD_REQUIRE_GPU();
+  const std::string dir = test::temp_dir();
+  EngineOptions eo;
+  eo.reserved_vram = 0;
+  eo.n_ctx = 128;
+  auto e = InferenceEngine::load(synth_model(dir, "tiny-qwen2", "ggml-vocab-gpt-2.gguf", "q4_k_m"), eo);
+  std::mt19937 rng(3);
+  std::vector<int32_t> prompt(9);
+  for (auto& t : prompt) t = static_cast<int32_t>(rng() % e->config().n_vocab);
+  // Random sampling with a penalty (the history must reach each step in order), at a temperature
+  // that spreads the draws over many ids: the random weights' logits are far apart.
+  e->forward(prompt, 0);
+  const auto first = e->logits();
+  const auto [lo, hi] = std::minmax_element(first.begin(), first.end());
+  SamplingParams sp;
+  sp.seed = 42;
+  sp.temperature = (*hi - *lo) / 4, sp.top_k = 0, sp.top_p = 1.0f, sp.min_p = 0.0f;
+  sp.repetition_penalty = 1.3f;
+  auto run = [&](bool pipelined, std::vector<float>* logits) {
+    e->forward(prompt, 0);
+    std::vector<int32_t> hist = prompt, out;
+    int pos = static_cast<int>(prompt.size());
+    for (int i = 0; i < 24; ++i) {
+      const bool more = i + 1 < 24;
+      const int32_t t = pipelined ? e->sample_and_step(sp, hist, i, more ? pos : -1) : e->sample(sp, hist, i);
+      out.push_back(t), hist.push_back(t);
+      if (!more) break;
+      if (!pipelined) e->forward(std::span(&t, 1), pos);
+      ++pos;
+    }
+    *logits = e->logits();
+    return out;
+  };
+  std::vector<float> la, lb;
+  const auto a = run(false, &la), b = run(true, &lb);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(la, lb);
+  EXPECT_GT(std::set<int32_t>(a.begin(), a.end()).size(), 3u);  // a real sequence, not one repeated id
+  EXPECT_THROW(e->sample_and_step(sp, {}, 0, eo.n_ctx), std::out_of_range);
   std::filesystem::remove_all(dir);
 }
 

@@ -29,6 +29,9 @@ SamplingParams greedy() {
 }
 
 // Greedy decoding until EOS or `limit` tokens; the EOS id is included as the reference does.
+// `one_by_one`: the prompt a token at a time and each token read before its step is queued;
+// otherwise the prompt in one prefill and the steps queued ahead (sample_and_step), as
+// generate() runs them.
 std::vector<int32_t> greedy_tokens(InferenceEngine& e, const std::vector<int32_t>& prompt, size_t limit, bool one_by_one) {
   if (one_by_one)
     for (size_t i = 0; i < prompt.size(); ++i) e.forward(std::span(&prompt[i], 1), static_cast<int>(i));
@@ -37,10 +40,12 @@ std::vector<int32_t> greedy_tokens(InferenceEngine& e, const std::vector<int32_t
   std::vector<int32_t> out;
   int pos = static_cast<int>(prompt.size());
   while (out.size() < limit) {
-    const int32_t t = e.sample(greedy(), {}, out.size());
+    const bool ahead = !one_by_one && out.size() + 1 < limit;
+    const int32_t t = e.sample_and_step(greedy(), {}, out.size(), ahead ? pos : -1);
     out.push_back(t);
     if (t == expected().at("eos").get<int32_t>()) break;
-    e.forward(std::span(&t, 1), pos++);
+    if (!ahead) e.forward(std::span(&t, 1), pos);
+    ++pos;
   }
   return out;
 }

@@ -155,7 +155,17 @@ __global__ void sample_kernel(float* __restrict__ logits, int vocab, SamplingPar
   }
 }
 
+__global__ void set_decode_step_kernel(const int32_t* token_dev, int32_t token, int32_t pos, int32_t* step) {
+  step[0] = token_dev ? *token_dev : token;
+  step[1] = pos;
+}
+
 }  // namespace
+
+void launch_set_decode_step(const int32_t* token_dev, int32_t token, int32_t pos, int32_t* step, cudaStream_t stream) {
+  set_decode_step_kernel<<<1, 1, 0, stream>>>(token_dev, token, pos, step);
+  CUDA_CHECK_LAUNCH();
+}
 
 void launch_repetition_penalty(float* logits, const int32_t* history, int n_history, float penalty, cudaStream_t stream) {
   if (n_history <= 0 || penalty == 1.0f) return;

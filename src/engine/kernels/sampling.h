@@ -24,4 +24,8 @@ void launch_repetition_penalty(float* logits, const int32_t* history, int n_hist
 // keyed by (seed, step): the same inputs give the same token on the same GPU, always.
 void launch_sample(float* logits, int vocab, const SamplingParams& p, uint64_t step, int32_t* out_token, cudaStream_t stream);
 
+// The decode graph's inputs {token, position} written on the stream: the token from token_dev
+// when set (a token sampled on the device, which the host has not read yet), else `token`.
+void launch_set_decode_step(const int32_t* token_dev, int32_t token, int32_t pos, int32_t* step, cudaStream_t stream);
+
 }  // namespace orcd
