@@ -149,14 +149,26 @@ ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocat
     StagingUploader up;
     uint64_t done = 0, raw_total = 0;
     for (const auto& t : f.tensors()) raw_total += t.n_bytes;
-    std::vector<uint8_t> interleaved;
+    std::vector<uint8_t> interleaved, relaid;
     for (const auto& t : f.tensors()) {
       const uint8_t* src = t.data;
       if (to_interleave.contains(t.name)) {
         interleave_rotary_pairs(t, c, interleaved);
         src = interleaved.data();
       }
-      up.upload(base + offset[t.name], src, t.n_bytes);
+      const WeightLayout layout = t.dims.size() > 1 ? device_layout(t.type, static_cast<int64_t>(t.dims[0])) : WeightLayout::ggml;
+      if (layout == WeightLayout::ggml) {
+        up.upload(base + offset[t.name], src, t.n_bytes);
+      } else {  // rearranged a slice of whole rows at a time, so the host holds one slice
+        const size_t row = ggml_row_bytes(t.type, t.dims[0]);
+        const size_t slice = std::max<size_t>(1, (8u << 20) / row) * row;
+        relaid.resize(std::min<size_t>(slice, t.n_bytes));
+        for (size_t off = 0; off < t.n_bytes; off += slice) {
+          const size_t n = std::min(slice, t.n_bytes - off);
+          to_device_layout(layout, std::span(src + off, n), std::span(relaid.data(), n));
+          up.upload(base + offset[t.name] + off, relaid.data(), n);
+        }
+      }
       done += t.n_bytes;
       if (progress) progress(done, raw_total);
     }
@@ -171,6 +183,7 @@ ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocat
     m.cols = static_cast<int64_t>(t->dims[0]);
     m.rows = static_cast<int64_t>(t->dims.size() > 1 ? t->dims[1] : 1);
     m.row_bytes = ggml_row_bytes(t->type, t->dims[0]);
+    m.layout = t->dims.size() > 1 ? device_layout(t->type, m.cols) : WeightLayout::ggml;
     return m;
   };
   auto vec = [&](const std::string& name) -> const float* {

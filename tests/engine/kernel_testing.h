@@ -25,6 +25,13 @@ struct Gpu {
     CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
     return b;
   }
+  // Weights of type t (whole rows of `cols` in GGML's layout) as the engine's loader puts them in
+  // VRAM (weight_layout.h); as_matrix gives the matching layout.
+  DeviceBuffer upload_weights(GgmlType t, int64_t cols, const std::vector<uint8_t>& host) {
+    std::vector<uint8_t> dev(host.size());
+    to_device_layout(device_layout(t, cols), host, dev);
+    return upload(dev);
+  }
   // A buffer of n floats filled with NaN, so unwritten outputs show up.
   DeviceBuffer poisoned(size_t n) {
     DeviceBuffer b = alloc.alloc(n * 4, VramPurpose::workspace, "test output");
@@ -107,7 +114,7 @@ inline double rel_err(const std::vector<float>& got, const std::vector<double>& 
 }
 
 inline QMatrix as_matrix(const DeviceBuffer& b, GgmlType t, int64_t rows, int64_t cols) {
-  return QMatrix{b.get(), t, rows, cols, ggml_row_bytes(t, cols)};
+  return QMatrix{b.get(), t, rows, cols, ggml_row_bytes(t, cols), device_layout(t, cols)};
 }
 
 inline const GgmlType kQ8Types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};

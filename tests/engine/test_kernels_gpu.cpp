@@ -25,10 +25,11 @@ const GgmlType kTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlTyp
 TEST(KernelsGpu, DequantizeIsBitExactForEveryType) {
   ORCD_REQUIRE_GPU();
   Gpu g;
-  for (GgmlType t : kTypes) {
-    const int64_t rows = 5, cols = 768;
+  for (GgmlType t : kTypes)
+   for (const int64_t cols : {768, 2048}) {  // 2048: Q6_K in its grouped device layout
+    const int64_t rows = 5;
     const auto host = random_blocks(t, rows, cols);
-    auto w = g.upload(host);
+    auto w = g.upload_weights(t, cols, host);
     auto out = g.poisoned(rows * cols);
     launch_dequantize(as_matrix(w, t, rows, cols), out.as<float>(), nullptr);
     const auto got = g.download<float>(out, rows * cols);
@@ -48,7 +49,7 @@ namespace {
 double matmul_error(Gpu& g, GgmlType t, int64_t rows, int64_t cols, int n_tokens) {
   const auto host = random_blocks(t, rows, cols);
   const auto x = random_floats(n_tokens * cols);
-  auto w = g.upload(host);
+  auto w = g.upload_weights(t, cols, host);
   auto xd = g.upload(x);
   auto out = g.poisoned(n_tokens * rows);
   launch_matmul(as_matrix(w, t, rows, cols), xd.as<float>(), n_tokens, out.as<float>(), nullptr);
@@ -70,6 +71,7 @@ TEST(KernelsGpu, MatmulMatchesFloat64) {
   Gpu g;
   for (GgmlType t : kTypes)
     for (int n_tokens : {1, 5, 13}) EXPECT_LT(matmul_error(g, t, 37, 768, n_tokens), 1e-5) << ggml_type_name(t) << " n_tokens " << n_tokens;
+  EXPECT_LT(matmul_error(g, GgmlType::Q6_K, 37, 2048, 5), 1e-5) << "Q6_K grouped";
 }
 
 TEST(KernelsGpu, MatmulRowsNotAMultipleOfEightUseTheElementPath) {
@@ -89,7 +91,7 @@ void check_matvec_modes(Gpu& g, GgmlType t, const std::vector<float>& x, int rpw
   std::vector<DeviceBuffer> wd, outs;
   for (int64_t r : rows) {
     host.push_back(random_blocks(t, r, cols));
-    wd.push_back(g.upload(host.back()));
+    wd.push_back(g.upload_weights(t, cols, host.back()));
     outs.push_back(g.poisoned(r));
   }
   const auto bias = random_floats(rows[1]);
@@ -111,7 +113,7 @@ void check_matvec_modes(Gpu& g, GgmlType t, const std::vector<float>& x, int rpw
   for (int64_t r = 0; r < rows[0]; ++r) want[r] += base[r];
   EXPECT_LT(rel_err(g.download<float>(acc, rows[0]), want), tol) << "accumulate";
   const auto up_host = random_blocks(t, rows[0], cols);
-  auto up = g.upload(up_host);
+  auto up = g.upload_weights(t, cols, up_host);
   auto h = g.poisoned(rows[0]);
   const MatvecJob pair[2] = {{as_matrix(wd[0], t, rows[0], cols), h.as<float>()}, {as_matrix(up, t, rows[0], cols), nullptr}};
   launch(pair, MatvecMode::swiglu);
@@ -169,7 +171,7 @@ void check_integer_matvec(int64_t cols, MatvecKernel kernel) {
     // SwiGLU that also quantizes its 64 outputs for the next product.
     const int64_t R = 64;
     const auto g_host = random_blocks(t, R, cols), u_host = random_blocks(t, R, cols);
-    auto gd = g.upload(g_host), ud = g.upload(u_host);
+    auto gd = g.upload_weights(t, cols, g_host), ud = g.upload_weights(t, cols, u_host);
     auto h64 = g.poisoned(R);
     auto hq_buf = g.alloc.alloc(q8act_bytes(R), VramPurpose::workspace, "q8 out");
     const Q8Act hq = q8act_view(hq_buf.get(), R);
@@ -238,10 +240,11 @@ TEST(KernelsGpu, ActivationQuantizationKeepsFifteenBits) {
 TEST(KernelsGpu, DequantizeToHalfMatchesReference) {
   ORCD_REQUIRE_GPU();
   Gpu g;
-  for (GgmlType t : kTypes) {
-    const int64_t rows = 5, cols = 512;
+  for (GgmlType t : kTypes)
+   for (const int64_t cols : {512, 2048}) {  // 2048: Q6_K in its grouped device layout
+    const int64_t rows = 5;
     const auto host = random_blocks(t, rows, cols);
-    auto w = g.upload(host);
+    auto w = g.upload_weights(t, cols, host);
     auto out = g.alloc.alloc(rows * cols * 2, VramPurpose::workspace, "f16 out");
     launch_dequantize_f16(as_matrix(w, t, rows, cols), out.as<__half>(), nullptr);
     const auto got = g.download<__half>(out, rows * cols);
@@ -254,17 +257,20 @@ TEST(KernelsGpu, DequantizeToHalfMatchesReference) {
 TEST(KernelsGpu, GetRowsMatchesReference) {
   ORCD_REQUIRE_GPU();
   Gpu g;
-  const int64_t rows = 50, cols = 512;
-  const auto host = random_blocks(GgmlType::Q4_K, rows, cols);
-  const std::vector<int32_t> ids = {49, 0, 7, 7, 31};
-  auto w = g.upload(host);
-  auto idd = g.upload(ids);
-  auto out = g.poisoned(ids.size() * cols);
-  launch_get_rows(as_matrix(w, GgmlType::Q4_K, rows, cols), idd.as<int32_t>(), static_cast<int>(ids.size()), out.as<float>(), nullptr);
-  const auto got = g.download<float>(out, ids.size() * cols);
-  const auto all = ref::dequantize(GgmlType::Q4_K, host.data(), rows * cols);
-  for (size_t k = 0; k < ids.size(); ++k)
-    for (int64_t i = 0; i < cols; ++i) ASSERT_EQ(got[k * cols + i], all[ids[k] * cols + i]);
+  // Q6_K rows of 2048 sit grouped (a tied Q6_K embedding of the 1B shape).
+  for (const auto [t, cols] : {std::pair{GgmlType::Q4_K, int64_t{512}}, std::pair{GgmlType::Q6_K, int64_t{2048}}}) {
+    const int64_t rows = 50;
+    const auto host = random_blocks(t, rows, cols);
+    const std::vector<int32_t> ids = {49, 0, 7, 7, 31};
+    auto w = g.upload_weights(t, cols, host);
+    auto idd = g.upload(ids);
+    auto out = g.poisoned(ids.size() * cols);
+    launch_get_rows(as_matrix(w, t, rows, cols), idd.as<int32_t>(), static_cast<int>(ids.size()), out.as<float>(), nullptr);
+    const auto got = g.download<float>(out, ids.size() * cols);
+    const auto all = ref::dequantize(t, host.data(), rows * cols);
+    for (size_t k = 0; k < ids.size(); ++k)
+      for (int64_t i = 0; i < cols; ++i) ASSERT_EQ(got[k * cols + i], all[ids[k] * cols + i]) << ggml_type_name(t);
+  }
 }
 
 TEST(KernelsGpu, RmsNormSwigluAddMatchFloat64) {

@@ -66,7 +66,7 @@ void check_rope_tail(Gpu& g, GgmlType t, int rpw, MatvecKernel kernel, const Rop
   for (int i = 0; i < 3; ++i) {
     host.push_back(random_blocks(t, rows[i], kCols));
     bias.push_back(random_floats(rows[i]));
-    wd.push_back(g.upload(host[i]));
+    wd.push_back(g.upload_weights(t, kCols, host[i]));
     bd.push_back(g.upload(bias[i]));
     outs.push_back(g.poisoned(rows[i]));
     jobs.push_back({as_matrix(wd[i], t, rows[i], kCols), outs[i].as<float>(), bd[i].as<float>()});

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 
+#include "engine/weight_layout.h"
 #include "gguf/ggml_types.h"
 
 namespace orcd {
@@ -17,6 +18,7 @@ struct QMatrix {
   GgmlType type = GgmlType::F32;
   int64_t rows = 0, cols = 0;
   size_t row_bytes = 0;
+  WeightLayout layout = WeightLayout::ggml;  // see weight_layout.h
 };
 
 bool matmul_supports(GgmlType t);

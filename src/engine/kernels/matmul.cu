@@ -65,7 +65,9 @@ __global__ void matmul8_kernel(const uint8_t* __restrict__ w, size_t row_bytes, 
 }
 
 template <typename F>
-void dispatch8(GgmlType type, F&& f) {
+void dispatch8(const QMatrix& w, F&& f) {
+  if (w.layout == WeightLayout::q6_k_groups8) return f.template operator()<kern::dq8_q6_k<true>>();
+  const GgmlType type = w.type;
   switch (type) {
     case GgmlType::F32: return f.template operator()<kern::dq8_f32>();
     case GgmlType::F16: return f.template operator()<kern::dq8_f16>();
@@ -77,7 +79,7 @@ void dispatch8(GgmlType type, F&& f) {
     case GgmlType::Q5_1: return f.template operator()<kern::dq8_q5_1>();
     case GgmlType::Q4_K: return f.template operator()<kern::dq8_q4_k>();
     case GgmlType::Q5_K: return f.template operator()<kern::dq8_q5_k>();
-    case GgmlType::Q6_K: return f.template operator()<kern::dq8_q6_k>();
+    case GgmlType::Q6_K: return f.template operator()<kern::dq8_q6_k<false>>();
     default:
       throw std::invalid_argument("tensor type " + std::string(ggml_type_name(type)) + " is not supported by the engine");
   }
@@ -116,7 +118,9 @@ __global__ void dequantize_f16_kernel(const uint8_t* __restrict__ w, size_t row_
 
 // Calls f.template operator()<DQ>() with the dequantizer of `type`.
 template <typename F>
-void dispatch(GgmlType type, F&& f) {
+void dispatch(const QMatrix& w, F&& f) {
+  if (w.layout == WeightLayout::q6_k_groups8) return f.template operator()<kern::dq_q6_k<true>>();
+  const GgmlType type = w.type;
   switch (type) {
     case GgmlType::F32: return f.template operator()<kern::dq_f32>();
     case GgmlType::F16: return f.template operator()<kern::dq_f16>();
@@ -128,7 +132,7 @@ void dispatch(GgmlType type, F&& f) {
     case GgmlType::Q5_1: return f.template operator()<kern::dq_q5_1>();
     case GgmlType::Q4_K: return f.template operator()<kern::dq_q4_k>();
     case GgmlType::Q5_K: return f.template operator()<kern::dq_q5_k>();
-    case GgmlType::Q6_K: return f.template operator()<kern::dq_q6_k>();
+    case GgmlType::Q6_K: return f.template operator()<kern::dq_q6_k<false>>();
     default:
       throw std::invalid_argument("tensor type " + std::string(ggml_type_name(type)) + " is not supported by the engine");
   }
@@ -156,23 +160,23 @@ void launch_matmul(const QMatrix& w, const float* x, int n_tokens, float* out, c
                    (w.type != GgmlType::F16 || (reinterpret_cast<uintptr_t>(data) % 16 == 0 && w.row_bytes % 16 == 0)) &&
                    (w.type != GgmlType::F32 || (reinterpret_cast<uintptr_t>(data) % 16 == 0 && w.row_bytes % 16 == 0));
   if (by8) {
-    dispatch8(w.type, [&]<auto DQ8>() { matmul8_kernel<DQ8><<<grid, block, 0, stream>>>(data, w.row_bytes, w.rows, w.cols, x, n_tokens, out); });
+    dispatch8(w, [&]<auto DQ8>() { matmul8_kernel<DQ8><<<grid, block, 0, stream>>>(data, w.row_bytes, w.rows, w.cols, x, n_tokens, out); });
   } else {
-    dispatch(w.type, [&]<auto DQ>() { matmul_kernel<DQ><<<grid, block, 0, stream>>>(data, w.row_bytes, w.rows, w.cols, x, n_tokens, out); });
+    dispatch(w, [&]<auto DQ>() { matmul_kernel<DQ><<<grid, block, 0, stream>>>(data, w.row_bytes, w.rows, w.cols, x, n_tokens, out); });
   }
   CUDA_CHECK_LAUNCH();
 }
 
 void launch_get_rows(const QMatrix& table, const int32_t* ids, int n, float* out, cudaStream_t stream) {
   if (n == 0) return;
-  dispatch(table.type, [&]<auto DQ>() {
+  dispatch(table, [&]<auto DQ>() {
     kern::launch_pdl(get_rows_kernel<DQ>, dim3(kern::ceil_div(table.cols, 256), n), 256, 0, stream, static_cast<const uint8_t*>(table.data),
                      table.row_bytes, table.cols, ids, out);
   });
 }
 
 void launch_dequantize(const QMatrix& w, float* out, cudaStream_t stream) {
-  dispatch(w.type, [&]<auto DQ>() {
+  dispatch(w, [&]<auto DQ>() {
     dequantize_kernel<DQ><<<static_cast<unsigned>(w.rows), 256, 0, stream>>>(static_cast<const uint8_t*>(w.data), w.row_bytes, w.cols, out);
   });
   CUDA_CHECK_LAUNCH();
@@ -180,7 +184,7 @@ void launch_dequantize(const QMatrix& w, float* out, cudaStream_t stream) {
 
 void launch_dequantize_f16(const QMatrix& w, __half* out, cudaStream_t stream) {
   if (w.cols % 8 != 0) throw std::invalid_argument("dequantize_f16: rows of " + std::to_string(w.cols) + " elements (need a multiple of 8)");
-  dispatch8(w.type, [&]<auto DQ8>() {
+  dispatch8(w, [&]<auto DQ8>() {
     dequantize_f16_kernel<DQ8><<<static_cast<unsigned>(w.rows), 256, 0, stream>>>(static_cast<const uint8_t*>(w.data), w.row_bytes, w.cols, out);
   });
   CUDA_CHECK_LAUNCH();

@@ -183,6 +183,71 @@ struct MvQ6_K {
   }
 };
 
+// Q6_K in the grouped device layout (weight_layout.h), where every part of a block is 16-byte
+// aligned: lane u takes half h = u / 2 and positions l0..l0+15 (l0 = 16 (u % 2)) of the half's
+// four 32-element groups k, whose low nibbles sit in 16 bytes of ql (k = 0, 2: the first 32
+// bytes; 1, 3: the next), high bit pairs in 16 bytes of qh, and scale in scales[8h + 2k + u % 2].
+struct MvQ6_K8 {
+  static constexpr int kElems = 256, kBytes = 210, kLanes = 4, kFetches = 4, kGroup = kQ6kGroupBlocks;
+  struct W { uint4 qa, qb, qh; uint2 sc; float d; };
+  struct Act { int4 h[4], l[4]; float4 s; };
+  __device__ static W fetch(const uint8_t* row, int n, int u) {  // block n of the row
+    const uint8_t* g = row + static_cast<size_t>(n / kGroup) * kQ6kGroupBytes;
+    const int j = n % kGroup, h = u >> 1, l0 = 16 * (u & 1);
+    const uint8_t* b = g + kQ6kBodyBytes * j;
+    return {*reinterpret_cast<const uint4*>(b + 64 * h + l0), *reinterpret_cast<const uint4*>(b + 64 * h + 32 + l0),
+            *reinterpret_cast<const uint4*>(b + 128 + 32 * h + l0), *reinterpret_cast<const uint2*>(b + 192 + 8 * h),
+            kern::ld_half(g + kGroup * kQ6kBodyBytes + 2 * j)};
+  }
+  __device__ static Act load(XBlock x, int u) {
+    const int h = u >> 1, l0 = 16 * (u & 1);
+    Act a;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      a.h[k] = *reinterpret_cast<const int4*>(x.hi + 128 * h + 32 * k + l0);
+      a.l[k] = *reinterpret_cast<const int4*>(x.lo + 128 * h + 32 * k + l0);
+    }
+    a.s = *reinterpret_cast<const float4*>(x.scale + 4 * h);
+    return a;
+  }
+  __device__ static float dot(const W& w, int u, const Act& a) {
+    const int qa[4] = {static_cast<int>(w.qa.x), static_cast<int>(w.qa.y), static_cast<int>(w.qa.z), static_cast<int>(w.qa.w)};
+    const int qb[4] = {static_cast<int>(w.qb.x), static_cast<int>(w.qb.y), static_cast<int>(w.qb.z), static_cast<int>(w.qb.w)};
+    const int qh[4] = {static_cast<int>(w.qh.x), static_cast<int>(w.qh.y), static_cast<int>(w.qh.z), static_cast<int>(w.qh.w)};
+    const float s[4] = {a.s.x, a.s.y, a.s.z, a.s.w};
+    const int sh = 8 * (u & 1);
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int ha[4] = {a.h[k].x, a.h[k].y, a.h[k].z, a.h[k].w}, la[4] = {a.l[k].x, a.l[k].y, a.l[k].z, a.l[k].w};
+      int hi = 0, lo = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int nib = ((k & 1 ? qb[i] : qa[i]) >> (k >= 2 ? 4 : 0)) & 0x0F0F0F0F;
+        const int q = __vsub4(nib | (((qh[i] >> (2 * k)) & 0x03030303) << 4), 0x20202020);
+        hi = __dp4a(q, ha[i], hi), lo = __dp4a(q, la[i], lo);
+      }
+      const int scale = static_cast<int8_t>((k < 2 ? w.sc.x : w.sc.y) >> (16 * (k & 1) + sh));
+      sum += static_cast<float>(scale) * s[k] * combine(hi, lo);
+    }
+    return w.d * sum;
+  }
+};
+
+// Blocks a format lays out together (1: blocks end to end, each at n * kBytes).
+template <class T>
+constexpr int group_of() {
+  if constexpr (requires { T::kGroup; }) return T::kGroup;
+  else return 1;
+}
+
+// A lane's share of block n of a row: grouped formats find the block themselves.
+template <class T>
+__device__ __forceinline__ typename T::W fetch_block(const uint8_t* row, int n, int u) {
+  if constexpr (group_of<T>() > 1) return T::fetch(row, n, u);
+  else return T::fetch(row + static_cast<size_t>(n) * T::kBytes, u);
+}
+
 struct MvJob {
   const uint8_t* w;
   size_t row_bytes;
@@ -235,7 +300,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
 #pragma unroll
         for (int m = 0; m < kMats; ++m)
 #pragma unroll
-          for (int i = 0; i < kRows; ++i) wts[s][m][i] = T::fetch(row[m][i] + static_cast<size_t>(b0 + s * kStep) * T::kBytes, u);
+          for (int i = 0; i < kRows; ++i) wts[s][m][i] = fetch_block<T>(row[m][i], b0 + s * kStep, u);
 #pragma unroll
     for (int s = 0; s < kUnroll; ++s) {
       const int e = (b0 + s * kStep) * T::kElems;
@@ -260,8 +325,9 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
 constexpr int kBulkStages = 3;
 template <class T>
 constexpr int bulk_chunk() {
-  int c = kWarp / T::kLanes;  // one warp step of blocks, doubled until 16-byte aligned
+  int c = kWarp / T::kLanes;  // one warp step of blocks, doubled until 16-byte aligned (and whole groups)
   while (c * T::kBytes % 16 != 0) c *= 2;
+  while (c % group_of<T>() != 0) c *= 2;
   return c;
 }
 template <class T, MatvecMode kMode, int kWarps, int kRows>
@@ -321,7 +387,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel
 #pragma unroll
       for (int m = 0; m < kMats; ++m)
 #pragma unroll
-        for (int i = 0; i < kRows; ++i) acc[m][i] += T::dot(T::fetch(stage + (m * kRows + i) * kChunkBytes + blk * T::kBytes, u), u, a);
+        for (int i = 0; i < kRows; ++i) acc[m][i] += T::dot(fetch_block<T>(stage + (m * kRows + i) * kChunkBytes, blk, u), u, a);
     }
     __syncwarp();  // every lane is done with the stage before it is refilled
     if (lane == 0 && c + kBulkStages < n_chunks) {
@@ -399,8 +465,12 @@ int bulk_smem_limit() {  // leaves room for the static shared memory (barriers, 
 constexpr size_t kSmallLaunchBytes = 32u << 20;
 
 template <typename F>
-bool dispatch_q8(GgmlType t, F&& f) {
-  switch (t) {
+bool dispatch_q8(const QMatrix& w, F&& f) {
+  if (w.layout == WeightLayout::q6_k_groups8) {
+    f.template operator()<MvQ6_K8>();
+    return true;
+  }
+  switch (w.type) {
     case GgmlType::Q8_0: f.template operator()<MvQ8_0>(); return true;
     case GgmlType::Q4_0: f.template operator()<MvQ4_0>(); return true;
     case GgmlType::Q5_0: f.template operator()<MvQ5_0>(); return true;
@@ -416,12 +486,12 @@ bool dispatch_q8(GgmlType t, F&& f) {
 bool matvec_q8_supports(const QMatrix& w) {
   int elems = 0;
   bool aligned16 = false;
-  dispatch_q8(w.type, [&]<class T>() {
-    elems = T::kElems;
-    aligned16 = T::kBytes % 16 == 0;
+  dispatch_q8(w, [&]<class T>() {
+    elems = T::kElems * group_of<T>();
+    aligned16 = T::kBytes % 16 == 0 || group_of<T>() > 1;
   });
   if (elems == 0 || w.cols % elems != 0 || w.rows > (1 << 30)) return false;
-  // The K-quant lanes read their quants with 16-byte loads.
+  // The K-quant lanes (and grouped Q6_K's) read their quants with 16-byte loads.
   return !aligned16 || (reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && w.row_bytes % 16 == 0);
 }
 
@@ -486,8 +556,8 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   size_t bytes = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
     const QMatrix& w = jobs[i].w;
-    if (w.type != jobs[0].w.type || w.cols != jobs[0].w.cols || !matvec_q8_supports(w))
-      throw std::invalid_argument("matvec_q8: matrices of one launch must share a supported type and width");
+    if (w.type != jobs[0].w.type || w.layout != jobs[0].w.layout || w.cols != jobs[0].w.cols || !matvec_q8_supports(w))
+      throw std::invalid_argument("matvec_q8: matrices of one launch must share a supported type, layout and width");
     p.job[i] = {static_cast<const uint8_t*>(w.data), w.row_bytes, static_cast<int>(w.rows), jobs[i].out, jobs[i].bias};
     rows += w.rows;
     bytes += static_cast<size_t>(w.rows) * w.row_bytes;
@@ -502,7 +572,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     if (j.w.rows % rows_per_warp != 0) throw std::invalid_argument("matvec_q8: every matrix's rows must be a multiple of the rows a warp");
   const int cols = static_cast<int>(jobs[0].w.cols);
   const Q8Act hq = out_q ? *out_q : Q8Act{};
-  dispatch_q8(jobs[0].w.type, [&]<class T>() {
+  dispatch_q8(jobs[0].w, [&]<class T>() {
     // Bulk copies for large launches whose rows split into whole 16-byte-aligned chunks (sm_90).
     bool can_bulk = bulk_copies_supported() && cols % (bulk_chunk<T>() * T::kElems) == 0;
     for (const MatvecJob& j : jobs) can_bulk &= j.w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(j.w.data) % 16 == 0;

@@ -3,6 +3,7 @@
 // block structs; the host reference in tests/ is written independently.
 #pragma once
 #include "engine/kernels/common.cuh"
+#include "engine/weight_layout.h"
 
 namespace orcd::kern {
 
@@ -102,9 +103,28 @@ __device__ __forceinline__ float dq_q5_k(const uint8_t* row, int64_t i) {
 }
 
 // Q6_K: {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: two halves of 128; within a half,
-// element l + 32k takes its low 4 bits from ql and 2 high bits from qh[l] >> 2k.
+// element l + 32k takes its low 4 bits from ql and 2 high bits from qh[l] >> 2k. kGrouped: the
+// device layout WeightLayout::q6_k_groups8, where block n's first 208 bytes and its d sit apart.
+struct Q6kBlock {
+  const uint8_t* b;  // ql, qh, scales
+  const uint8_t* d;
+};
+template <bool kGrouped>
+__device__ __forceinline__ Q6kBlock q6_k_block(const uint8_t* row, int64_t n) {
+  if constexpr (kGrouped) {
+    const uint8_t* g = row + (n / kQ6kGroupBlocks) * kQ6kGroupBytes;
+    const int j = static_cast<int>(n % kQ6kGroupBlocks);
+    return {g + kQ6kBodyBytes * j, g + kQ6kGroupBlocks * kQ6kBodyBytes + 2 * j};
+  } else {
+    const uint8_t* b = row + n * 210;
+    return {b, b + 208};
+  }
+}
+
+template <bool kGrouped>
 __device__ __forceinline__ float dq_q6_k(const uint8_t* row, int64_t i) {
-  const uint8_t* b = row + (i / 256) * 210;
+  const Q6kBlock blk = q6_k_block<kGrouped>(row, i / 256);
+  const uint8_t* b = blk.b;
   const int j = i % 256;
   const int half = j / 128, r = j % 128;
   const int k = r / 32, l = r % 32;
@@ -114,7 +134,7 @@ __device__ __forceinline__ float dq_q6_k(const uint8_t* row, int64_t i) {
   const int hi = (qh[l] >> (2 * k)) & 3;
   const int q = (lo | (hi << 4)) - 32;
   const int8_t scale = static_cast<int8_t>(b[192 + half * 8 + k * 2 + l / 16]);
-  return __fmul_rn(__fmul_rn(ld_half(b + 208), static_cast<float>(scale)), static_cast<float>(q));
+  return __fmul_rn(__fmul_rn(ld_half(blk.d), static_cast<float>(scale)), static_cast<float>(q));
 }
 
 __device__ __forceinline__ float dq_f16(const uint8_t* row, int64_t i) { return ld_half(row + 2 * i); }
@@ -218,13 +238,15 @@ __device__ __forceinline__ void dq8_q5_k(const uint8_t* row, int64_t i0, float* 
   for (int k = 0; k < 8; ++k) v[k] = kq(d, sc, ((q[k] >> shift) & 0xF) | (((qh[k] >> s) & 1) << 4), dmin, mn);
 }
 
+template <bool kGrouped>
 __device__ __forceinline__ void dq8_q6_k(const uint8_t* row, int64_t i0, float* v) {
-  const uint8_t* b = row + (i0 / 256) * 210;
+  const Q6kBlock blk = q6_k_block<kGrouped>(row, i0 / 256);
+  const uint8_t* b = blk.b;
   const int j0 = i0 % 256, half = j0 / 128, r = j0 % 128, k4 = r / 32, l0 = r % 32;
   const uint8_t* ql = b + half * 64 + ((k4 & 1) ? 32 : 0) + l0;
   const uint8_t* qh = b + 128 + half * 32 + l0;
   const int lo_shift = k4 >= 2 ? 4 : 0, hi_shift = 2 * k4;
-  const float ds = __fmul_rn(ld_half(b + 208), static_cast<float>(static_cast<int8_t>(b[192 + half * 8 + k4 * 2 + l0 / 16])));
+  const float ds = __fmul_rn(ld_half(blk.d), static_cast<float>(static_cast<int8_t>(b[192 + half * 8 + k4 * 2 + l0 / 16])));
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
     const int q = (((ql[k] >> lo_shift) & 0xF) | (((qh[k] >> hi_shift) & 3) << 4)) - 32;
