@@ -440,6 +440,16 @@ TEST(SamplingGpu, GreedyPicksTheLowestIdAmongMaxima) {
   EXPECT_EQ(sample_once(g, logits, p, 0), 123457);
   logits[99] = 9.0f;
   EXPECT_EQ(sample_once(g, logits, p, 0), 99);
+  logits[97] = 9.0f;  // a tie inside one 16-byte load, and the row's last element above all
+  EXPECT_EQ(sample_once(g, logits, p, 0), 97);
+  logits.back() = 9.5f;
+  EXPECT_EQ(sample_once(g, logits, p, 0), static_cast<int32_t>(logits.size()) - 1);
+  // A vocabulary that is not a multiple of four takes the element-wise path.
+  auto odd = random_floats(32001, -5, 5);
+  odd[32000] = 7.0f;
+  EXPECT_EQ(sample_once(g, odd, p, 0), 32000);
+  odd[31998] = 7.0f;
+  EXPECT_EQ(sample_once(g, odd, p, 0), 31998);
 }
 
 TEST(SamplingGpu, SeededDrawsAreReproducibleAndFollowTheDistribution) {

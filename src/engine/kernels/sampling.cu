@@ -63,8 +63,24 @@ __global__ void sample_kernel(float* __restrict__ logits, int vocab, SamplingPar
   __shared__ float red[32];
   __shared__ float chunk_prefix[kThreads];
 
+  // One block reads the whole row: 16-byte loads, several in flight a thread (the row is up to
+  // ~600 KB, so the loads' latency, not the compares, sets the time).
   ArgMax best{-INFINITY, 0x7fffffff};
-  for (int i = threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{logits[i], i});
+  int tail = 0;
+  if (vocab % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0) {
+    const auto* l4 = reinterpret_cast<const float4*>(logits);
+    const int n4 = vocab / 4;
+#pragma unroll 4
+    for (int j = threadIdx.x; j < n4; j += kThreads) {
+      const float4 v = l4[j];
+      best = better(best, ArgMax{v.x, 4 * j});
+      best = better(best, ArgMax{v.y, 4 * j + 1});
+      best = better(best, ArgMax{v.z, 4 * j + 2});
+      best = better(best, ArgMax{v.w, 4 * j + 3});
+    }
+    tail = vocab;
+  }
+  for (int i = tail + threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{logits[i], i});
   best = block_argmax(best, am_scratch);
   if (p.temperature <= 0.0f) {
     if (threadIdx.x == 0) *out = best.i;
