@@ -133,6 +133,10 @@ bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float
     launch_matvec_q8(jobs, quantized(), mode, s, fuse ? out_q : nullptr, 0, MatvecKernel::automatic, tail);
     return fuse;
   }
+  if (matvec_q8_can_mix(jobs, mode)) {  // q/k and a v in a "more bits" format: still one launch
+    launch_matvec_q8(jobs, quantized(), mode, s, nullptr, 0, MatvecKernel::automatic, tail);
+    return false;
+  }
   if (mode == MatvecMode::swiglu) {  // gate and up of different types: one at a time, then the product
     if (matvec_q8_supports(jobs[0].w) || matvec_q8_supports(jobs[1].w)) quantized();  // once, for both
     float* up = ws_.hb2.as<float>();

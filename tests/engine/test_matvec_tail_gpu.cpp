@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,7 +55,8 @@ struct RopeCase {
   bool split_v;  // v in a launch of its own (a type of its own in Q4_K_M files)
 };
 
-void check_rope_tail(Gpu& g, GgmlType t, int rpw, MatvecKernel kernel, const RopeCase& rc, double tol) {
+// v_type: v in another format than q and k (a mixed launch unless rc.split_v).
+void check_rope_tail(Gpu& g, GgmlType t, int rpw, MatvecKernel kernel, const RopeCase& rc, double tol, std::optional<GgmlType> v_type = {}) {
   const int H = 4, KVH = 2, hd = 64, pos = 1000, ctx = 1002;
   const int64_t rows[3] = {H * hd, KVH * hd, KVH * hd};
   const auto x = random_floats(kCols, -3, 3);
@@ -63,13 +65,14 @@ void check_rope_tail(Gpu& g, GgmlType t, int rpw, MatvecKernel kernel, const Rop
   std::vector<std::vector<float>> bias;
   std::vector<DeviceBuffer> wd, bd, outs;
   std::vector<MatvecJob> jobs;
+  const GgmlType types[3] = {t, t, v_type.value_or(t)};
   for (int i = 0; i < 3; ++i) {
-    host.push_back(random_blocks(t, rows[i], kCols));
+    host.push_back(random_blocks(types[i], rows[i], kCols));
     bias.push_back(random_floats(rows[i]));
-    wd.push_back(g.upload_weights(t, kCols, host[i]));
+    wd.push_back(g.upload_weights(types[i], kCols, host[i]));
     bd.push_back(g.upload(bias[i]));
     outs.push_back(g.poisoned(rows[i]));
-    jobs.push_back({as_matrix(wd[i], t, rows[i], kCols), outs[i].as<float>(), bd[i].as<float>()});
+    jobs.push_back({as_matrix(wd[i], types[i], rows[i], kCols), outs[i].as<float>(), bd[i].as<float>()});
   }
   const size_t cache_elems = static_cast<size_t>(ctx) * KVH * hd;
   auto kc = g.upload(std::vector<__half>(cache_elems, __float2half(0.0f)));
@@ -91,7 +94,7 @@ void check_rope_tail(Gpu& g, GgmlType t, int rpw, MatvecKernel kernel, const Rop
   }
   std::vector<double> want[3];
   for (int i = 0; i < 3; ++i) {
-    want[i] = product64(t, host[i], rows[i], kCols, x);
+    want[i] = product64(types[i], host[i], rows[i], kCols, x);
     for (int64_t r = 0; r < rows[i]; ++r) want[i][r] += bias[i][r];
     if (i < 2) rotate64(want[i], hd, rc.rope_dims, pos, scale, factors);
   }
@@ -132,6 +135,20 @@ TEST(MatvecTailGpu, RopeAndCacheStoreInTheEpilogueMatchFloat64) {
   }
 }
 
+// q and k in one format and v in another (K-quant mixes), in one launch.
+TEST(MatvecTailGpu, MixedFormatLaunchMatchesFloat64) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  for (const auto [t, tv] : {std::pair{GgmlType::Q4_K, GgmlType::Q6_K}, std::pair{GgmlType::Q5_0, GgmlType::Q8_0},
+                             std::pair{GgmlType::Q4_0, GgmlType::Q8_0}, std::pair{GgmlType::Q5_K, GgmlType::Q6_K}}) {
+    SCOPED_TRACE(std::string(ggml_type_name(t)) + " + " + std::string(ggml_type_name(tv)));
+    for (int rpw : {1, 2, 4}) {
+      SCOPED_TRACE("rows a warp " + std::to_string(rpw));
+      check_rope_tail(g, t, rpw, MatvecKernel::registers, RopeCase{64, false, false}, 3e-4, tv);
+    }
+  }
+}
+
 // Host-side checks only: no device needed.
 TEST(MatvecTail, RefusesLaunchesItCannotRunOn) {
   const QMatrix w{reinterpret_cast<const void*>(256), GgmlType::Q8_0, 64, 256, ggml_row_bytes(GgmlType::Q8_0, 256)};
@@ -155,4 +172,24 @@ TEST(MatvecTail, RefusesLaunchesItCannotRunOn) {
   EXPECT_THROW(check_matvec_tail(std::span(&odd, 1), MatvecMode::store, rope), std::invalid_argument);
   MatvecTail none;  // no tail: any mode
   EXPECT_NO_THROW(check_matvec_tail(std::span(&one, 1), MatvecMode::accumulate, none));
+}
+
+// Which launches may mix formats (host side: no device needed).
+TEST(MatvecMix, OnlyAStoreRunOfAMainFormatThenAMoreBitsOne) {
+  auto m = [](GgmlType t, int64_t cols) { return QMatrix{reinterpret_cast<const void*>(256), t, 64, cols, ggml_row_bytes(t, cols), device_layout(t, cols)}; };
+  float out[3];
+  const MatvecJob qkv[3] = {{m(GgmlType::Q4_K, 2048), out}, {m(GgmlType::Q4_K, 2048), out + 1}, {m(GgmlType::Q6_K, 2048), out + 2}};
+  EXPECT_TRUE(matvec_q8_can_mix(qkv, MatvecMode::store));
+  EXPECT_FALSE(matvec_q8_can_mix(qkv, MatvecMode::accumulate));
+  const MatvecJob same[2] = {{m(GgmlType::Q4_K, 2048), out}, {m(GgmlType::Q4_K, 2048), out + 1}};
+  EXPECT_FALSE(matvec_q8_can_mix(same, MatvecMode::store));  // one format: not a mix
+  const MatvecJob reversed[2] = {{m(GgmlType::Q6_K, 2048), out}, {m(GgmlType::Q4_K, 2048), out + 1}};
+  EXPECT_FALSE(matvec_q8_can_mix(reversed, MatvecMode::store));
+  const MatvecJob back_and_forth[3] = {{m(GgmlType::Q5_0, 896), out}, {m(GgmlType::Q8_0, 896), out + 1}, {m(GgmlType::Q5_0, 896), out + 2}};
+  EXPECT_FALSE(matvec_q8_can_mix(back_and_forth, MatvecMode::store));
+  const MatvecJob widths[2] = {{m(GgmlType::Q4_K, 2048), out}, {m(GgmlType::Q6_K, 4096), out + 1}};
+  EXPECT_FALSE(matvec_q8_can_mix(widths, MatvecMode::store));
+  const Q8Act x{};
+  EXPECT_THROW(launch_matvec_q8(reversed, x, MatvecMode::store, nullptr), std::invalid_argument);
+  EXPECT_THROW(launch_matvec_q8(qkv, x, MatvecMode::store, nullptr, nullptr, 0, MatvecKernel::bulk), std::invalid_argument);
 }

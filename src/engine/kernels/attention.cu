@@ -24,7 +24,12 @@ constexpr int kMaxSplits = 32;
 constexpr int kMaxGroupSplits = 128;
 constexpr int kSplitGranule = 32;  // a group-kernel split covers a multiple of this many positions
 constexpr int kMaxGroup = 8;        // query heads per KV head the decode kernel holds in registers
-constexpr int kMaxMergeGroups = 8;  // thread groups of the decode merge, each over a share of the splits
+constexpr int kMaxMergeGroups = 16;  // thread groups of the decode merge, each over a share of the splits
+constexpr int kMergeSlice = 64;      // dims a decode merge block takes of a wider head
+constexpr int kDecodeMergeGroups = 8;  // for heads of one slice
+// The merge's partial sums: at most 8 groups of a whole head (256 dims) or 16 of one slice.
+constexpr int kMergeSums = kDecodeMergeGroups * kMaxHeadDim;
+static_assert(kMaxMergeGroups * kMergeSlice <= kMergeSums);
 static_assert(kMaxGroupSplits >= kMaxSplits);
 
 __device__ __forceinline__ int start_of(const AttentionParams& p) { return p.start_pos + (p.pos_dev ? *p.pos_dev : 0); }
@@ -286,22 +291,24 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
   l = kern::block_sum(l, red);  // its barriers also publish wgt[]
   const float inv_l = 1.0f / l;
   // `groups` groups of threads take every groups-th split each (the dims across a group's
-  // threads), so that each thread's chain of loads is that much shorter.
-  __shared__ float sums[kMaxMergeGroups][kMaxHeadDim];
+  // threads), so that each thread's chain of loads is that much shorter; a wide head's dims
+  // may be split over several blocks (gridDim.z slices of `slice` dims).
+  __shared__ float sums[kMergeSums];  // [groups][slice]
   const int per_group = blockDim.x / groups, grp = threadIdx.x / per_group;
-  for (int d = threadIdx.x % per_group; d < hd; d += per_group) {
+  const int slice = hd / gridDim.z, d0 = blockIdx.z * slice;
+  for (int d = threadIdx.x % per_group; d < slice; d += per_group) {
     float acc = 0.0f;
 #pragma unroll 4
-    for (int s = grp; s < n_live; s += groups) acc += base[s * (hd + 2) + 2 + d] * wgt[s];
-    sums[grp][d] = acc;
+    for (int s = grp; s < n_live; s += groups) acc += base[s * (hd + 2) + 2 + d0 + d] * wgt[s];
+    sums[grp * slice + d] = acc;
   }
   __syncthreads();
   if (grp != 0) return;
-  for (int d = threadIdx.x; d < hd; d += per_group) {
+  for (int d = threadIdx.x; d < slice; d += per_group) {
     float acc = 0.0f;
-    for (int g = 0; g < groups; ++g) acc += sums[g][d];
+    for (int g = 0; g < groups; ++g) acc += sums[g * slice + d];
     const float o = acc * inv_l;
-    const int64_t i = (static_cast<int64_t>(t) * p.n_heads + h) * hd + d;
+    const int64_t i = (static_cast<int64_t>(t) * p.n_heads + h) * hd + d0 + d;
     out[i] = o;
     if (q.hi) kern::quantize_lane(o, i, q);
   }
@@ -370,11 +377,14 @@ bool launch_attention(const float* q, const __half* k_cache, const __half* v_cac
   }
   CUDA_CHECK_LAUNCH();
   const bool quantize = out_q && p.n_tokens == 1 && p.head_dim % 32 == 0 && p.head_dim <= 1024;
-  const int per_group = quantize ? p.head_dim : 128;
   // The decode merge has dozens of splits at long contexts, so it splits them over thread groups
-  // (measured: 8 groups beat 4 and 1); prefill merges few splits and keeps one group.
-  const int groups = grouped && p.n_tokens == 1 ? std::min(kMaxMergeGroups, 1024 / per_group) : 1;
-  kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens), groups * per_group, 0, stream, scratch, out, p, splits,
+  // (measured: 8 groups beat 4 and 1), and heads wider than 64 dims over blocks of 64 dims with
+  // 16 groups; prefill merges few splits and keeps one group and one block a head.
+  const bool decode = grouped && p.n_tokens == 1;
+  const int slices = decode && p.head_dim > kMergeSlice && p.head_dim % kMergeSlice == 0 ? p.head_dim / kMergeSlice : 1;
+  const int per_group = quantize ? p.head_dim / slices : 128;
+  const int groups = decode ? std::min(slices > 1 ? kMaxMergeGroups : kDecodeMergeGroups, 1024 / per_group) : 1;
+  kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens, slices), groups * per_group, 0, stream, scratch, out, p, splits,
                    quantize ? *out_q : Q8Act{}, groups);
   return quantize;
 }

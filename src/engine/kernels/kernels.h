@@ -96,7 +96,11 @@ struct MatvecTail {
 // Two kernels: weights through registers (small launches) or streamed through shared memory by
 // bulk copies (large launches on sm_90 whose rows split into whole chunks); `kernel` forces one
 // (tests), and forcing `bulk` where it cannot run throws std::invalid_argument.
+// Matrices usually share one format; a store-mode launch may also take a run of matrices in a
+// K-quant or 4/5-bit format followed by a run in Q8_0 or Q6_K (q/k, then a "more bits" v) when
+// matvec_q8_can_mix says so: one launch instead of two, through the register kernel.
 enum class MatvecKernel { automatic, registers, bulk };
+bool matvec_q8_can_mix(std::span<const MatvecJob> jobs, MatvecMode mode);
 void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q = nullptr,
                       int rows_per_warp = 0, MatvecKernel kernel = MatvecKernel::automatic, const MatvecTail* tail = nullptr);
 

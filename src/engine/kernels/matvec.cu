@@ -5,6 +5,9 @@
 // matrices of one type and width (q/k/v, or gate/up) share a launch.
 #include <cuda/ptx>
 
+#include <climits>
+#include <type_traits>
+
 #include "common/cuda_check.h"
 #include "engine/kernels/common.cuh"
 #include "engine/kernels/kernels.h"
@@ -259,39 +262,25 @@ struct MvJobs {
   MvJob job[3];
   int n;
   bool prefetch;  // small launch: pull each warp's rows into L2 before waiting for the previous kernel
+  int second_row;  // launch rows from here on are in the second format (a mixed launch), else INT_MAX
 };
 
-// kWarps warps per block, each on kRows consecutive rows of one matrix (of both matrices in
-// swiglu mode), so one load of the activations serves all of them. A lane fetches its share of
-// kUnroll blocks of every row before it uses any (T::kFetches in flight): the products are bound
-// by memory latency otherwise, and the compiler does not hoist loads across rows by itself.
-// At most 128 registers a thread, so that 16 warps fit an SM.
-template <class T, MatvecMode kMode, int kWarps, int kRows>
-__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq,
-                                                                                   MatvecTail tail) {
-  constexpr int kBlockRows = kWarps * kRows;
-  constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
+// One warp's kRows rows of each of kMats matrices (rows r.. of w[m]) against x, summed per lane
+// into acc. A lane fetches its share of kUnroll blocks of every row before it uses any
+// (T::kFetches in flight): the products are bound by memory latency otherwise, and the compiler
+// does not hoist loads across rows by itself.
+template <class T, int kMats, int kRows>
+__device__ __forceinline__ void rows_dot(const uint8_t* const (&w)[2], size_t row_bytes, int r, bool live, const Q8Act& x, int cols,
+                                         float (&acc)[kMats][kRows]) {
   constexpr int kUnroll = kMats * kRows >= T::kFetches ? 1 : T::kFetches / (kMats * kRows);
-  int r = blockIdx.x * kBlockRows + threadIdx.y * kRows;
-  const MvJob J = kern::job_of_row<kMode>(jobs, r);
-  const bool live = r < J.rows;
-  const uint8_t* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
   const int lane = threadIdx.x, u = lane % T::kLanes;
-  // Weights do not depend on earlier kernels: start pulling the rows into L2 before waiting.
-  if (jobs.prefetch && live)
-#pragma unroll
-    for (int m = 0; m < kMats; ++m)
-      for (size_t off = lane * 128; off < kRows * J.row_bytes; off += kWarp * 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(w[m] + static_cast<size_t>(r) * J.row_bytes + off));
-  kern::wait_for_producer();
   constexpr int kStep = kWarp / T::kLanes;
   const int nb = live ? cols / T::kElems : 0;  // a warp past the end still takes part in the epilogue
   const uint8_t* row[kMats][kRows];
 #pragma unroll
   for (int m = 0; m < kMats; ++m)
 #pragma unroll
-    for (int i = 0; i < kRows; ++i) row[m][i] = w[m] + static_cast<size_t>(r + i) * J.row_bytes;
-  float acc[kMats][kRows] = {};
+    for (int i = 0; i < kRows; ++i) row[m][i] = w[m] + static_cast<size_t>(r + i) * row_bytes;
   for (int b0 = lane / T::kLanes; b0 < nb; b0 += kUnroll * kStep) {
     typename T::W wts[kUnroll][kMats][kRows];
 #pragma unroll
@@ -312,6 +301,37 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
           for (int i = 0; i < kRows; ++i) acc[m][i] += T::dot(wts[s][m][i], u, a);
       }
     }
+  }
+}
+
+// kWarps warps per block, each on kRows consecutive rows of one matrix (of both matrices in
+// swiglu mode), so one load of the activations serves all of them (rows_dot). At most 128
+// registers a thread, so that 16 warps fit an SM. U: the format of the launch rows from
+// jobs.second_row on (U = T: one format).
+template <class T, class U, MatvecMode kMode, int kWarps, int kRows>
+__global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq,
+                                                                                   MatvecTail tail) {
+  constexpr int kBlockRows = kWarps * kRows;
+  constexpr int kMats = kMode == MatvecMode::swiglu ? 2 : 1;
+  const int r0 = blockIdx.x * kBlockRows + threadIdx.y * kRows;
+  int r = r0;
+  const MvJob J = kern::job_of_row<kMode>(jobs, r);
+  const bool live = r < J.rows;
+  const uint8_t* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
+  const int lane = threadIdx.x;
+  // Weights do not depend on earlier kernels: start pulling the rows into L2 before waiting.
+  if (jobs.prefetch && live)
+#pragma unroll
+    for (int m = 0; m < kMats; ++m)
+      for (size_t off = lane * 128; off < kRows * J.row_bytes; off += kWarp * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(w[m] + static_cast<size_t>(r) * J.row_bytes + off));
+  kern::wait_for_producer();
+  float acc[kMats][kRows] = {};
+  if constexpr (std::is_same_v<T, U>) {
+    rows_dot<T, kMats, kRows>(w, J.row_bytes, r, live, x, cols, acc);
+  } else {  // a mixed launch (q/k in one format, v in another): each warp's rows are in one
+    if (r0 >= jobs.second_row) rows_dot<U, kMats, kRows>(w, J.row_bytes, r, live, x, cols, acc);
+    else rows_dot<T, kMats, kRows>(w, J.row_bytes, r, live, x, cols, acc);
   }
   kern::allow_consumer();
   kern::finish_rows<kMode, kWarps, kRows>(acc, J, r, live, hq, tail);
@@ -481,7 +501,40 @@ bool dispatch_q8(const QMatrix& w, F&& f) {
   }
 }
 
+// Mixed launches (q/k in a file's main format, v in its "more bits" one, as K-quant mixes store
+// them) pair these formats only, to keep the number of kernels in check.
+template <class T>
+constexpr bool mixes_first() {
+  return std::is_same_v<T, MvQ4_0> || std::is_same_v<T, MvQ5_0> || std::is_same_v<T, MvQK<false>> || std::is_same_v<T, MvQK<true>>;
+}
+template <class U>
+constexpr bool mixes_second() {
+  return std::is_same_v<U, MvQ8_0> || std::is_same_v<U, MvQ6_K> || std::is_same_v<U, MvQ6_K8>;
+}
+
+bool same_format(const QMatrix& a, const QMatrix& b) { return a.type == b.type && a.layout == b.layout; }
+
+// Index of the first job in another format than job 0 (jobs.size() if none).
+size_t second_format_at(std::span<const MatvecJob> jobs) {
+  for (size_t i = 1; i < jobs.size(); ++i)
+    if (!same_format(jobs[i].w, jobs[0].w)) return i;
+  return jobs.size();
+}
+
 }  // namespace
+
+bool matvec_q8_can_mix(std::span<const MatvecJob> jobs, MatvecMode mode) {
+  const size_t split = second_format_at(jobs);
+  if (split == jobs.size() || mode != MatvecMode::store) return false;
+  for (size_t i = split; i < jobs.size(); ++i)
+    if (!same_format(jobs[i].w, jobs[split].w) || jobs[i].w.cols != jobs[0].w.cols) return false;
+  for (const MatvecJob& j : jobs)
+    if (!matvec_q8_supports(j.w)) return false;
+  bool first = false, second = false;
+  dispatch_q8(jobs[0].w, [&]<class T>() { first = mixes_first<T>(); });
+  dispatch_q8(jobs[split].w, [&]<class U>() { second = mixes_second<U>(); });
+  return first && second;
+}
 
 bool matvec_q8_supports(const QMatrix& w) {
   int elems = 0;
@@ -551,13 +604,19 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     throw std::invalid_argument("matvec_q8: swiglu takes a gate and an up matrix of equal rows");
   if (out_q && (mode != MatvecMode::swiglu || jobs[0].w.rows % 32 != 0))
     throw std::invalid_argument("matvec_q8: quantized output only for swiglu with rows a multiple of 32");
+  const size_t split = second_format_at(jobs);
+  const bool mixed = split < jobs.size();
+  if (mixed && !matvec_q8_can_mix(jobs, mode)) throw std::invalid_argument("matvec_q8: this launch cannot mix these formats");
+  if (mixed && kernel == MatvecKernel::bulk) throw std::invalid_argument("matvec_q8: a mixed launch takes the register kernel");
   MvJobs p{};
+  p.second_row = INT_MAX;
   int64_t rows = 0;
   size_t bytes = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
     const QMatrix& w = jobs[i].w;
-    if (w.type != jobs[0].w.type || w.layout != jobs[0].w.layout || w.cols != jobs[0].w.cols || !matvec_q8_supports(w))
+    if (w.cols != jobs[0].w.cols || !matvec_q8_supports(w))
       throw std::invalid_argument("matvec_q8: matrices of one launch must share a supported type, layout and width");
+    if (i == split) p.second_row = static_cast<int>(rows);
     p.job[i] = {static_cast<const uint8_t*>(w.data), w.row_bytes, static_cast<int>(w.rows), jobs[i].out, jobs[i].bias};
     rows += w.rows;
     bytes += static_cast<size_t>(w.rows) * w.row_bytes;
@@ -572,6 +631,24 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     if (j.w.rows % rows_per_warp != 0) throw std::invalid_argument("matvec_q8: every matrix's rows must be a multiple of the rows a warp");
   const int cols = static_cast<int>(jobs[0].w.cols);
   const Q8Act hq = out_q ? *out_q : Q8Act{};
+  if (mixed) {  // store mode, register kernel (matvec_q8_can_mix)
+    dispatch_q8(jobs[0].w, [&]<class T>() {
+      if constexpr (mixes_first<T>()) {
+        dispatch_q8(jobs[split].w, [&]<class U>() {
+          if constexpr (mixes_second<U>()) {
+            auto run = [&]<int kRows>() {
+              kern::launch_pdl(matvec_q8_kernel<T, U, MatvecMode::store, kWarpsPerBlock, kRows>, kern::ceil_div(rows, kWarpsPerBlock * kRows),
+                               dim3(kWarp, kWarpsPerBlock), 0, stream, p, x, cols, hq, t);
+            };
+            if (rows_per_warp == 4) run.template operator()<4>();
+            else if (rows_per_warp == 2) run.template operator()<2>();
+            else run.template operator()<1>();
+          }
+        });
+      }
+    });
+    return;
+  }
   dispatch_q8(jobs[0].w, [&]<class T>() {
     // Bulk copies for large launches whose rows split into whole 16-byte-aligned chunks (sm_90).
     bool can_bulk = bulk_copies_supported() && cols % (bulk_chunk<T>() * T::kElems) == 0;
@@ -590,7 +667,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
         (void)sized;
         kern::launch_pdl(matvec_bulk_kernel<T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), smem, stream, p, x, cols, hq, t);
       } else {
-        kern::launch_pdl(matvec_q8_kernel<T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), 0, stream, p, x, cols, hq, t);
+        kern::launch_pdl(matvec_q8_kernel<T, T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), 0, stream, p, x, cols, hq, t);
       }
     };
     auto by_rows = [&]<MatvecMode kMode>() {
