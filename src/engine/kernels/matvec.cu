@@ -1,8 +1,9 @@
 // Decode-time matrix-vector products with integer dot products (dp4a). The activation vector is
 // quantized once per token (Q8Act: two int8 planes per 32-element block, about 15 bits), the
-// weights stay in their GGML blocks, and each warp walks one row with several lanes per block,
-// summing exact integers per sub-block before one float multiply with the scales. Up to three
-// matrices of one type and width (q/k/v, or gate/up) share a launch.
+// weights stay in their GGML blocks (Q6_K regrouped, weight_layout.h), and each warp walks one
+// row with several lanes per block, summing exact integers per sub-block before one float
+// multiply with the scales. Up to three matrices of one width (q/k/v, or gate/up) share a
+// launch, in one format or (q/k, then v) two.
 #include <cuda/ptx>
 
 #include <climits>
