@@ -156,7 +156,7 @@ ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocat
         interleave_rotary_pairs(t, c, interleaved);
         src = interleaved.data();
       }
-      const WeightLayout layout = t.dims.size() > 1 ? device_layout(t.type, static_cast<int64_t>(t.dims[0])) : WeightLayout::ggml;
+      const WeightLayout layout = device_layout(t.type, static_cast<int64_t>(t.dims[0]));
       if (layout == WeightLayout::ggml) {
         up.upload(base + offset[t.name], src, t.n_bytes);
       } else {  // rearranged a slice of whole rows at a time, so the host holds one slice
@@ -183,7 +183,7 @@ ModelWeights load_weights(const GgufFile& f, const ModelConfig& c, DeviceAllocat
     m.cols = static_cast<int64_t>(t->dims[0]);
     m.rows = static_cast<int64_t>(t->dims.size() > 1 ? t->dims[1] : 1);
     m.row_bytes = ggml_row_bytes(t->type, t->dims[0]);
-    m.layout = t->dims.size() > 1 ? device_layout(t->type, m.cols) : WeightLayout::ggml;
+    m.layout = device_layout(t->type, m.cols);
     return m;
   };
   auto vec = [&](const std::string& name) -> const float* {

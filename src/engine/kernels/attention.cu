@@ -24,12 +24,11 @@ constexpr int kMaxSplits = 32;
 constexpr int kMaxGroupSplits = 128;
 constexpr int kSplitGranule = 32;  // a group-kernel split covers a multiple of this many positions
 constexpr int kMaxGroup = 8;        // query heads per KV head the decode kernel holds in registers
-constexpr int kMaxMergeGroups = 16;  // thread groups of the decode merge, each over a share of the splits
-constexpr int kMergeSlice = 64;      // dims a decode merge block takes of a wider head
-constexpr int kDecodeMergeGroups = 8;  // for heads of one slice
-// The merge's partial sums: at most 8 groups of a whole head (256 dims) or 16 of one slice.
-constexpr int kMergeSums = kDecodeMergeGroups * kMaxHeadDim;
-static_assert(kMaxMergeGroups * kMergeSlice <= kMergeSums);
+// Thread groups of the decode merge, each over a share of the splits: kMergeGroups for a head
+// merged by one block, kSliceMergeGroups where a wider head is merged kMergeSlice dims a block.
+constexpr int kMergeGroups = 8, kSliceMergeGroups = 16, kMergeSlice = 64;
+constexpr int kMergeSums = kMergeGroups * kMaxHeadDim;  // the merge's partial sums, [groups][dims]
+static_assert(kSliceMergeGroups * kMergeSlice <= kMergeSums);
 static_assert(kMaxGroupSplits >= kMaxSplits);
 
 __device__ __forceinline__ int start_of(const AttentionParams& p) { return p.start_pos + (p.pos_dev ? *p.pos_dev : 0); }
@@ -383,7 +382,7 @@ bool launch_attention(const float* q, const __half* k_cache, const __half* v_cac
   const bool decode = grouped && p.n_tokens == 1;
   const int slices = decode && p.head_dim > kMergeSlice && p.head_dim % kMergeSlice == 0 ? p.head_dim / kMergeSlice : 1;
   const int per_group = quantize ? p.head_dim / slices : 128;
-  const int groups = decode ? std::min(slices > 1 ? kMaxMergeGroups : kDecodeMergeGroups, 1024 / per_group) : 1;
+  const int groups = decode ? std::min(slices > 1 ? kSliceMergeGroups : kMergeGroups, 1024 / per_group) : 1;
   kern::launch_pdl(attention_combine_kernel, dim3(p.n_heads, p.n_tokens, slices), groups * per_group, 0, stream, scratch, out, p, splits,
                    quantize ? *out_q : Q8Act{}, groups);
   return quantize;

@@ -513,6 +513,14 @@ constexpr bool mixes_second() {
   return std::is_same_v<U, MvQ8_0> || std::is_same_v<U, MvQ6_K> || std::is_same_v<U, MvQ6_K8>;
 }
 
+// f.template operator()<kRows>() for the launch's rows a warp (1, 2 or 4).
+template <typename F>
+void with_rows_per_warp(int rows_per_warp, F&& f) {
+  if (rows_per_warp == 4) f.template operator()<4>();
+  else if (rows_per_warp == 2) f.template operator()<2>();
+  else f.template operator()<1>();
+}
+
 bool same_format(const QMatrix& a, const QMatrix& b) { return a.type == b.type && a.layout == b.layout; }
 
 // Index of the first job in another format than job 0 (jobs.size() if none).
@@ -637,13 +645,10 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
       if constexpr (mixes_first<T>()) {
         dispatch_q8(jobs[split].w, [&]<class U>() {
           if constexpr (mixes_second<U>()) {
-            auto run = [&]<int kRows>() {
+            with_rows_per_warp(rows_per_warp, [&]<int kRows>() {
               kern::launch_pdl(matvec_q8_kernel<T, U, MatvecMode::store, kWarpsPerBlock, kRows>, kern::ceil_div(rows, kWarpsPerBlock * kRows),
                                dim3(kWarp, kWarpsPerBlock), 0, stream, p, x, cols, hq, t);
-            };
-            if (rows_per_warp == 4) run.template operator()<4>();
-            else if (rows_per_warp == 2) run.template operator()<2>();
-            else run.template operator()<1>();
+            });
           }
         });
       }
@@ -672,9 +677,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
       }
     };
     auto by_rows = [&]<MatvecMode kMode>() {
-      if (rows_per_warp == 4) run.template operator()<kMode, kWarpsPerBlock, 4>();
-      else if (rows_per_warp == 2) run.template operator()<kMode, kWarpsPerBlock, 2>();
-      else run.template operator()<kMode, kWarpsPerBlock, 1>();
+      with_rows_per_warp(rows_per_warp, [&]<int kRows>() { run.template operator()<kMode, kWarpsPerBlock, kRows>(); });
     };
     if (mode == MatvecMode::store) by_rows.template operator()<MatvecMode::store>();
     else if (mode == MatvecMode::accumulate) by_rows.template operator()<MatvecMode::accumulate>();
