@@ -30,6 +30,13 @@ __device__ __forceinline__ int ld_i32_a2(const uint8_t* p) {
 }
 __device__ __forceinline__ int ld_i32(const int8_t* p) { return *reinterpret_cast<const int*>(p); }
 
+// dp4a of unsigned bytes (a) with signed ones (b).
+__device__ __forceinline__ int dp4a_us(int a, int b, int c) {
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
 // Bits 0..3 of b moved to bit 4 of bytes 0..3 (the fifth bit of four 5-bit quants).
 __device__ __forceinline__ int spread4(uint32_t b) { return static_cast<int>(((b * 0x00204081u) & 0x01010101u) << 4); }
 
@@ -100,56 +107,58 @@ struct MvQ5_0 {
   }
 };
 
-// Q4_K / Q5_K: lane u takes 16 bytes of quants of the pair of sub-blocks (2p, 2p+1), p = u / 2:
-// their elements l0..l0+15 in the low nibbles (2p) and the high nibbles (2p+1). The min terms
-// use the activations' block sums, so only the quants take dot products.
+// Q4_K / Q5_K: lane u takes sub-block u whole (its 32 quants are the low or high nibbles of
+// the 32 bytes of pair u / 2), so each lane decodes one scale and one min per block and owns
+// its min term; the activations' block sums stand in for the min's dot product. Q4_K's odd
+// lanes leave their nibbles in place (16 times the quant, unsigned) and take 1/16 in the scale.
 template <bool kFive>
 struct MvQK {
-  static constexpr int kElems = 256, kBytes = kFive ? 176 : 144, kLanes = 8, kFetches = kFive ? 4 : 8;
-  struct W { uint4 head, q, h; };  // h: the fifth bits (Q5_K only)
-  struct Act { int4 ha, la, hb, lb; float sa, sb, suma, sumb; };
+  static constexpr int kElems = 256, kBytes = kFive ? 176 : 144, kLanes = 8, kFetches = kFive ? 2 : 4;
+  struct W { uint4 head, q0, q1, h0, h1; };  // h0, h1: the fifth bits (Q5_K only)
+  struct Act { int4 h0, h1, l0, l1; float s, smin; };
   __device__ static W fetch(const uint8_t* b, int u) {
-    const int p = u >> 1, l0 = 16 * (u & 1);
+    const uint8_t* q = b + (kFive ? 48 : 16) + 32 * (u >> 1);
     W w;
     w.head = *reinterpret_cast<const uint4*>(b);  // d, dmin, then 12 bytes of 6-bit scales and mins
-    w.q = *reinterpret_cast<const uint4*>(b + (kFive ? 48 : 16) + 32 * p + l0);
-    if constexpr (kFive) w.h = *reinterpret_cast<const uint4*>(b + 16 + l0);
+    w.q0 = *reinterpret_cast<const uint4*>(q), w.q1 = *reinterpret_cast<const uint4*>(q + 16);
+    if constexpr (kFive) w.h0 = *reinterpret_cast<const uint4*>(b + 16), w.h1 = *reinterpret_cast<const uint4*>(b + 32);
     return w;
   }
   __device__ static Act load(XBlock x, int u) {
-    const int p = u >> 1, l0 = 16 * (u & 1);
-    return {*reinterpret_cast<const int4*>(x.hi + 64 * p + l0), *reinterpret_cast<const int4*>(x.lo + 64 * p + l0),
-            *reinterpret_cast<const int4*>(x.hi + 64 * p + 32 + l0), *reinterpret_cast<const int4*>(x.lo + 64 * p + 32 + l0),
-            // Two lanes share each sub-block; the first one takes its whole min term.
-            x.scale[2 * p], x.scale[2 * p + 1], (u & 1) ? 0.0f : x.sum[2 * p], (u & 1) ? 0.0f : x.sum[2 * p + 1]};
+    const float s = x.scale[u];
+    return {*reinterpret_cast<const int4*>(x.hi + 32 * u), *reinterpret_cast<const int4*>(x.hi + 32 * u + 16),
+            *reinterpret_cast<const int4*>(x.lo + 32 * u), *reinterpret_cast<const int4*>(x.lo + 32 * u + 16),
+            kFive || !(u & 1) ? s : s * 0.0625f, s * x.sum[u]};
   }
   __device__ static float dot(const W& w, int u, const Act& a) {
-    const int p = u >> 1;
-    const int qs[4] = {static_cast<int>(w.q.x), static_cast<int>(w.q.y), static_cast<int>(w.q.z), static_cast<int>(w.q.w)};
-    const int hs[4] = {static_cast<int>(w.h.x), static_cast<int>(w.h.y), static_cast<int>(w.h.z), static_cast<int>(w.h.w)};
-    const int ha[4] = {a.ha.x, a.ha.y, a.ha.z, a.ha.w}, la[4] = {a.la.x, a.la.y, a.la.z, a.la.w};
-    const int hb[4] = {a.hb.x, a.hb.y, a.hb.z, a.hb.w}, lb[4] = {a.lb.x, a.lb.y, a.lb.z, a.lb.w};
-    int qa_hi = 0, qa_lo = 0, qb_hi = 0, qb_lo = 0;
+    const int qs[8] = {static_cast<int>(w.q0.x), static_cast<int>(w.q0.y), static_cast<int>(w.q0.z), static_cast<int>(w.q0.w),
+                       static_cast<int>(w.q1.x), static_cast<int>(w.q1.y), static_cast<int>(w.q1.z), static_cast<int>(w.q1.w)};
+    const int hs[8] = {static_cast<int>(w.h0.x), static_cast<int>(w.h0.y), static_cast<int>(w.h0.z), static_cast<int>(w.h0.w),
+                       static_cast<int>(w.h1.x), static_cast<int>(w.h1.y), static_cast<int>(w.h1.z), static_cast<int>(w.h1.w)};
+    const int ha[8] = {a.h0.x, a.h0.y, a.h0.z, a.h0.w, a.h1.x, a.h1.y, a.h1.z, a.h1.w};
+    const int la[8] = {a.l0.x, a.l0.y, a.l0.z, a.l0.w, a.l1.x, a.l1.y, a.l1.z, a.l1.w};
+    int hi = 0, lo = 0;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      int lo = qs[i] & 0x0F0F0F0F, hi = (qs[i] >> 4) & 0x0F0F0F0F;
+    for (int i = 0; i < 8; ++i) {
       if constexpr (kFive) {
-        lo |= ((hs[i] >> (2 * p)) & 0x01010101) << 4;
-        hi |= ((hs[i] >> (2 * p + 1)) & 0x01010101) << 4;
+        const int q = ((qs[i] >> (4 * (u & 1))) & 0x0F0F0F0F) | (((hs[i] >> u) & 0x01010101) << 4);
+        hi = __dp4a(q, ha[i], hi), lo = __dp4a(q, la[i], lo);
+      } else {
+        const int q = qs[i] & (u & 1 ? 0xF0F0F0F0 : 0x0F0F0F0F);
+        hi = dp4a_us(q, ha[i], hi), lo = dp4a_us(q, la[i], lo);
       }
-      qa_hi = __dp4a(lo, ha[i], qa_hi), qa_lo = __dp4a(lo, la[i], qa_lo);
-      qb_hi = __dp4a(hi, hb[i], qb_hi), qb_lo = __dp4a(hi, lb[i], qb_lo);
     }
-    // Scales and mins of sub-blocks 2p and 2p+1 as byte pairs, without branching on p: the
-    // first four sit in the low 6 bits of header words 1 (scales) and 2 (mins); the last four
-    // take 4 bits from word 3 and their top 2 bits from the top of words 1 and 2.
-    const int sh = 16 * (p & 1);
-    const uint32_t s16 = (w.head.y >> sh) & 0xFFFF, m16 = (w.head.z >> sh) & 0xFFFF, h16 = (w.head.w >> sh) & 0xFFFF;
-    const uint32_t sc = p < 2 ? s16 & 0x3F3F : (h16 & 0x0F0F) | ((s16 >> 2) & 0x3030);
-    const uint32_t mn = p < 2 ? m16 & 0x3F3F : ((h16 >> 4) & 0x0F0F) | ((m16 >> 2) & 0x3030);
+    // Scale and min of sub-block u: the first four are the low 6 bits of bytes u of header words
+    // 1 (scales) and 2 (mins); the last four take 4 bits from byte u - 4 of word 3 (scales low,
+    // mins high) and 2 from the top of bytes u - 4 of words 1 and 2. One expression for both
+    // halves, with shifts and masks fixed per lane.
+    const bool late = u >= 4;
+    const int sh = 8 * (u & 3), sh_top = sh + (late ? 2 : 0);
+    const uint32_t low_mask = late ? 0x0F : 0, top_mask = late ? 0x30 : 0x3F;
+    const uint32_t sc = ((w.head.w >> sh) & low_mask) | ((w.head.y >> sh_top) & top_mask);
+    const uint32_t mn = ((w.head.w >> (sh + 4)) & low_mask) | ((w.head.z >> sh_top) & top_mask);
     const float2 dd = __half22float2(*reinterpret_cast<const __half2*>(&w.head.x));
-    return a.sa * (dd.x * static_cast<float>(sc & 0xFF) * combine(qa_hi, qa_lo) - dd.y * static_cast<float>(mn & 0xFF) * a.suma) +
-           a.sb * (dd.x * static_cast<float>(sc >> 8) * combine(qb_hi, qb_lo) - dd.y * static_cast<float>(mn >> 8) * a.sumb);
+    return dd.x * static_cast<float>(sc) * (a.s * combine(hi, lo)) - dd.y * static_cast<float>(mn) * a.smin;
   }
 };
 
