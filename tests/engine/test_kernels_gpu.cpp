@@ -368,11 +368,13 @@ TEST(KernelsGpu, AttentionMatchesFloat64) {
   // Prefill from 0, a prefill chunk mid-sequence, decode at depth (many splits, some past the
   // length), odd dims, decode with splits of every length class: 32 positions (four lanes a
   // position), 64 (two, at 3000 of 3100) and 160 (one, at 9000 of 9100); 128- and 256-dim
-  // decode heads merge in blocks of 64 dims.
+  // decode heads merge in blocks of 64 dims. Splits of several rounds a warp (the next round
+  // loaded during the current one), ending in a partial round: 64 positions of 128-dim heads
+  // (at 2500 and 3000), 96 of 64-dim heads (at 5000).
   for (const Case cs : {Case{6, 2, 64, 0, 37, 64}, Case{6, 2, 64, 300, 20, 400}, Case{14, 2, 64, 1500, 1, 1600},
                         Case{3, 3, 80, 0, 9, 16}, Case{8, 1, 128, 4000, 2, 4096}, Case{32, 8, 128, 700, 1, 1024},
                         Case{32, 8, 128, 3000, 1, 3100}, Case{16, 8, 64, 3000, 1, 3100}, Case{8, 8, 64, 9000, 1, 9100},
-                        Case{16, 2, 256, 2000, 1, 2100}}) {
+                        Case{16, 2, 256, 2000, 1, 2100}, Case{32, 8, 128, 2500, 1, 2600}, Case{16, 8, 64, 5000, 1, 5100}}) {
    for (const bool on_device : {false, true}) {  // position from the host, or read on the device (graph replays)
     Gpu g;
     const int kv_dim = cs.KVH * cs.hd;

@@ -108,94 +108,142 @@ __global__ void attention_split_kernel(const float* __restrict__ q, const __half
 // Long splits take LP = 1 (most positions in flight per load); shorter ones LP = 4, so that all
 // warps of a block share the few positions there are, or for 64-dim heads LP = 2 up to 64
 // positions, one round of the block's warps (measured: 128-dim heads lose with it). The warps
-// merge through shared memory.
+// merge through shared memory. kG: registers for up to kG query heads a KV head (G <= kG).
 template <int D, int LP>
-__device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half* __restrict__ kc, const __half* __restrict__ vc, int64_t kv_dim,
-                                              int kvh, int G, int begin, int end, float (&o)[kMaxGroup][D / kern::kWarp],
-                                              float (&m)[kMaxGroup], float (&l)[kMaxGroup]) {
-  constexpr int kPer = D / kern::kWarp, kWarps = kThreads / kern::kWarp;
-  constexpr int kLanesPerPos = LP, kChunkPos = kern::kWarp / kLanesPerPos, kDimsPerLane = D / kLanesPerPos;
-  const int lane = threadIdx.x % kern::kWarp, warp = threadIdx.x / kern::kWarp;
-  const int pp = lane / kLanesPerPos, qq = lane % kLanesPerPos;
-  for (int c = begin + warp * kChunkPos; c < end; c += kWarps * kChunkPos) {
-    const int pos = c + pp;
-    const bool valid = pos < end;
-    // Every row of the chunk is read (past the end, the last valid row again, with weight 0), so
-    // that the loads need not wait for one another. Where the registers allow (short chunks, or
-    // 64 dims), the V rows are loaded with the K rows, before the scores they do not depend on.
-    const int last = min(kChunkPos, end - c) - 1;
-    const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * kPer;
-    constexpr int kEarly = kLanesPerPos > 1 || D <= 64 ? kChunkPos : 1;
-    __half2 vearly[kEarly][kPer / 2];
-    if constexpr (kEarly > 1)
+struct ChunkRows {  // one lane's share of a chunk: its K dims, and where registers allow, V rows
+  static constexpr int kChunkPos = kern::kWarp / LP, kPer = D / kern::kWarp;
+  static constexpr int kEarly = LP > 1 || D <= 64 ? kChunkPos : 1;
+  uint4 k[D / LP / 8];
+  __half2 v[kEarly][kPer / 2];
+};
+
+template <int D, int LP, bool kWithK>
+__device__ __forceinline__ void load_chunk(const __half* __restrict__ kc, const __half* __restrict__ vc, int64_t kv_dim, int kvh, int c,
+                                           int end, ChunkRows<D, LP>& r) {
+  using R = ChunkRows<D, LP>;
+  const int lane = threadIdx.x % kern::kWarp, pp = lane / LP, qq = lane % LP;
+  // Every row of the chunk is read (past the end, the last valid row again, with weight 0), so
+  // that the loads need not wait for one another.
+  const int last = min(R::kChunkPos, end - c) - 1;
+  if constexpr (R::kEarly > 1) {
+    const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * R::kPer;
 #pragma unroll
-      for (int j = 0; j < kChunkPos; ++j)
+    for (int j = 0; j < R::kChunkPos; ++j)
 #pragma unroll
-        for (int i = 0; i < kPer / 2; ++i) vearly[j][i] = reinterpret_cast<const __half2*>(vbase + min(j, last) * kv_dim)[i];
-    float sc[kMaxGroup] = {};
-    if (valid) {
-      const uint4* kr = reinterpret_cast<const uint4*>(kc + pos * kv_dim + kvh * D + qq * kDimsPerLane);
+      for (int i = 0; i < R::kPer / 2; ++i) r.v[j][i] = reinterpret_cast<const __half2*>(vbase + min(j, last) * kv_dim)[i];
+  }
+  if constexpr (kWithK) {
+    const uint4* kr = reinterpret_cast<const uint4*>(kc + (c + min(pp, last)) * kv_dim + kvh * D + qq * (D / LP));
 #pragma unroll
-      for (int d8 = 0; d8 < kDimsPerLane / 8; ++d8) {
-        const uint4 raw = kr[d8];
-        const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
-        float kf[8];
+    for (int d8 = 0; d8 < D / LP / 8; ++d8) r.k[d8] = kr[d8];
+  }
+}
+
+// The chunk's scores, softmax update and V sums; K comes from r (kKInRegs) or from the cache.
+template <int D, int LP, int kG, bool kKInRegs>
+__device__ __forceinline__ void use_chunk(const float (*qs)[D], const __half* __restrict__ kc, const __half* __restrict__ vc, int64_t kv_dim, int kvh, int G, int c, int end,
+                                          const ChunkRows<D, LP>& r, float (&o)[kG][D / kern::kWarp], float (&m)[kG], float (&l)[kG]) {
+  using R = ChunkRows<D, LP>;
+  constexpr int kPer = R::kPer, kDimsPerLane = D / LP;
+  const int lane = threadIdx.x % kern::kWarp, pp = lane / LP, qq = lane % LP;
+  const bool valid = c + pp < end;
+  const uint4* kr = reinterpret_cast<const uint4*>(kc + (c + min(pp, end - 1 - c)) * kv_dim + kvh * D + qq * kDimsPerLane);
+  float sc[kG] = {};
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float2 f = __half22float2(h2[k]);
-          kf[2 * k] = f.x, kf[2 * k + 1] = f.y;
-        }
-        const int d = qq * kDimsPerLane + 8 * d8;
+  for (int d8 = 0; d8 < kDimsPerLane / 8; ++d8) {
+    uint4 raw;
+    if constexpr (kKInRegs) raw = r.k[d8];
+    else raw = kr[d8];
+    const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
+    float kf[8];
 #pragma unroll
-        for (int g = 0; g < kMaxGroup; ++g) {
-          if (g >= G) break;
-          const float4 qa = *reinterpret_cast<const float4*>(&qs[g][d]), qb = *reinterpret_cast<const float4*>(&qs[g][d + 4]);
-          sc[g] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] + qb.y * kf[5] + qb.z * kf[6] + qb.w * kf[7];
-        }
-      }
+    for (int k = 0; k < 4; ++k) {
+      const float2 f = __half22float2(h2[k]);
+      kf[2 * k] = f.x, kf[2 * k + 1] = f.y;
     }
-    float pr[kMaxGroup];
+    const int d = qq * kDimsPerLane + 8 * d8;
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
+    for (int g = 0; g < kG; ++g) {
       if (g >= G) break;
+      const float4 qa = *reinterpret_cast<const float4*>(&qs[g][d]), qb = *reinterpret_cast<const float4*>(&qs[g][d + 4]);
+      sc[g] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] + qb.y * kf[5] + qb.z * kf[6] + qb.w * kf[7];
+    }
+  }
+  float pr[kG];
 #pragma unroll
-      for (int o2 = 1; o2 < kLanesPerPos; o2 <<= 1) sc[g] += __shfl_xor_sync(0xffffffffu, sc[g], o2);  // the position's lanes
-      const float cm = kern::warp_max(valid ? sc[g] : -INFINITY);
-      const float nm = fmaxf(m[g], cm);
-      const float corr = expf(m[g] - nm);  // 0 while m is still -inf
-      pr[g] = valid ? expf(sc[g] - nm) : 0.0f;
-      l[g] = l[g] * corr + kern::warp_sum(qq == 0 ? pr[g] : 0.0f);
-      m[g] = nm;
+  for (int g = 0; g < kG; ++g) {
+    if (g >= G) break;
 #pragma unroll
-      for (int i = 0; i < kPer; ++i) o[g][i] *= corr;
+    for (int o2 = 1; o2 < LP; o2 <<= 1) sc[g] += __shfl_xor_sync(0xffffffffu, sc[g], o2);  // the position's lanes
+    const float cm = kern::warp_max(valid ? sc[g] : -INFINITY);
+    const float nm = fmaxf(m[g], cm);
+    const float corr = expf(m[g] - nm);  // 0 while m is still -inf
+    pr[g] = valid ? expf(sc[g] - nm) : 0.0f;
+    l[g] = l[g] * corr + kern::warp_sum(qq == 0 ? pr[g] : 0.0f);
+    m[g] = nm;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) o[g][i] *= corr;
+  }
+  const int last = min(R::kChunkPos, end - c) - 1;
+  const __half* vbase = vc + static_cast<int64_t>(c) * kv_dim + kvh * D + lane * kPer;
+#pragma unroll
+  for (int j = 0; j < R::kChunkPos; ++j) {
+    float vf[kPer];
+#pragma unroll
+    for (int i = 0; i < kPer / 2; ++i) {
+      const float2 f = __half22float2(R::kEarly > 1 ? r.v[R::kEarly > 1 ? j : 0][i]
+                                                    : reinterpret_cast<const __half2*>(vbase + min(j, last) * kv_dim)[i]);
+      vf[2 * i] = f.x, vf[2 * i + 1] = f.y;
     }
 #pragma unroll
-    for (int j = 0; j < kChunkPos; ++j) {
-      float vf[kPer];
-      const __half2* vr = reinterpret_cast<const __half2*>(vbase + min(j, last) * kv_dim);
+    for (int g = 0; g < kG; ++g) {
+      if (g >= G) break;
+      const float pj = __shfl_sync(0xffffffffu, pr[g], j * LP);
 #pragma unroll
-      for (int i = 0; i < kPer / 2; ++i) {
-        const float2 f = __half22float2(kEarly > 1 ? vearly[kEarly > 1 ? j : 0][i] : vr[i]);
-        vf[2 * i] = f.x, vf[2 * i + 1] = f.y;
-      }
-#pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g >= G) break;
-        const float pj = __shfl_sync(0xffffffffu, pr[g], j * kLanesPerPos);
-#pragma unroll
-        for (int i = 0; i < kPer; ++i) o[g][i] += pj * vf[i];
-      }
+      for (int i = 0; i < kPer; ++i) o[g][i] += pj * vf[i];
     }
   }
 }
 
-template <int D>
+// A warp's chunks of [begin, end). Where a chunk's rows fit in registers twice (V loaded early,
+// at most 32 registers a copy, and at most 4 query heads' sums beside them), the next chunk's
+// loads are issued before the current one is used, so that the rounds of a long split overlap
+// their memory latency.
+template <int D, int LP, int kG>
+__device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half* __restrict__ kc, const __half* __restrict__ vc, int64_t kv_dim,
+                                              int kvh, int G, int begin, int end, float (&o)[kG][D / kern::kWarp], float (&m)[kG],
+                                              float (&l)[kG]) {
+  using R = ChunkRows<D, LP>;
+  constexpr int kStride = kThreads / kern::kWarp * R::kChunkPos;
+  constexpr bool kPipelined = R::kEarly > 1 && sizeof(R) <= 128 && kG <= 4;
+  const int warp = threadIdx.x / kern::kWarp;
+  int c = begin + warp * R::kChunkPos;
+  if constexpr (kPipelined) {
+    if (c >= end) return;
+    R cur;
+    load_chunk<D, LP, true>(kc, vc, kv_dim, kvh, c, end, cur);
+    for (; c < end; c += kStride) {
+      R next;
+      if (c + kStride < end) load_chunk<D, LP, true>(kc, vc, kv_dim, kvh, c + kStride, end, next);
+      use_chunk<D, LP, kG, true>(qs, kc, vc, kv_dim, kvh, G, c, end, cur, o, m, l);
+      cur = next;
+    }
+  } else {
+    for (; c < end; c += kStride) {
+      R cur;
+      load_chunk<D, LP, false>(kc, vc, kv_dim, kvh, c, end, cur);  // V only, where it is loaded early
+      use_chunk<D, LP, kG, false>(qs, kc, vc, kv_dim, kvh, G, c, end, cur, o, m, l);
+    }
+  }
+}
+
+template <int D, int kG>
 __global__ void __launch_bounds__(kThreads) attention_group_kernel(const float* __restrict__ q, const __half* __restrict__ kc,
                                                                     const __half* __restrict__ vc, float* __restrict__ partial,
                                                                     AttentionParams p, int n_splits) {
   constexpr int kPer = D / kern::kWarp, kWarps = kThreads / kern::kWarp;
-  __shared__ __align__(16) float qs[kMaxGroup][D];
-  __shared__ float sm[kWarps][kMaxGroup][D + 2];
+  __shared__ __align__(16) float qs[kG][D];
+  __shared__ float sm[kWarps][kG][D + 2];
   const int kvh = blockIdx.x, s = blockIdx.y, t = blockIdx.z;  // KV head, split, query token
   const int G = p.n_heads / p.n_kv_heads;
   const int n_kv = start_of(p) + t + 1;  // causal
@@ -219,21 +267,21 @@ __global__ void __launch_bounds__(kThreads) attention_group_kernel(const float* 
   for (int i = threadIdx.x; i < G * D; i += kThreads) qs[i / D][i % D] = qt[i] * scale;
   __syncthreads();
 
-  float o[kMaxGroup][kPer], m[kMaxGroup], l[kMaxGroup];
+  float o[kG][kPer], m[kG], l[kG];
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
+  for (int g = 0; g < kG; ++g) {
     m[g] = -INFINITY, l[g] = 0.0f;
 #pragma unroll
     for (int i = 0; i < kPer; ++i) o[g][i] = 0.0f;
   }
   if (end - begin >= kWarps * kern::kWarp)
-    decode_chunks<D, 1>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
+    decode_chunks<D, 1, kG>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
   else if (D <= 64 && end - begin > kWarps * kern::kWarp / 4)
-    decode_chunks<D, 2>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
+    decode_chunks<D, 2, kG>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
   else
-    decode_chunks<D, 4>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
+    decode_chunks<D, 4, kG>(qs, kc, vc, kv_dim, kvh, G, begin, end, o, m, l);
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
+  for (int g = 0; g < kG; ++g) {
     if (g >= G) break;
     if (lane == 0) sm[warp][g][0] = m[g], sm[warp][g][1] = l[g];
 #pragma unroll
@@ -365,11 +413,15 @@ bool launch_attention(const float* q, const __half* k_cache, const __half* v_cac
   if (grouped) {
     splits = choose_group_splits(p);
     const dim3 grid(p.n_kv_heads, splits, p.n_tokens);
-    switch (p.head_dim) {
-      case 64: kern::launch_pdl(attention_group_kernel<64>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
-      case 128: kern::launch_pdl(attention_group_kernel<128>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
-      default: kern::launch_pdl(attention_group_kernel<256>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
-    }
+    auto run = [&]<int kG>() {  // registers for kG query heads a KV head
+      switch (p.head_dim) {
+        case 64: kern::launch_pdl(attention_group_kernel<64, kG>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
+        case 128: kern::launch_pdl(attention_group_kernel<128, kG>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
+        default: kern::launch_pdl(attention_group_kernel<256, kG>, grid, kThreads, 0, stream, q, k_cache, v_cache, scratch, p, splits); break;
+      }
+    };
+    if (p.n_heads / p.n_kv_heads <= 4) run.template operator()<4>();
+    else run.template operator()<kMaxGroup>();
   } else {
     splits = choose_splits(p);
     attention_split_kernel<<<dim3(p.n_heads, p.n_tokens, splits), kThreads, 0, stream>>>(q, k_cache, v_cache, scratch, p, splits);
