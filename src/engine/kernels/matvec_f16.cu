@@ -45,14 +45,13 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerBlock) matvec_f16_kernel(F16Jo
   int r = (blockIdx.x * kWarpsPerBlock + threadIdx.y) * kRows;
   const F16Job J = kern::job_of_row<kMode>(jobs, r);
   const __half* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
-  kern::wait_for_producer();
   const bool live = r < J.rows;
   const int n_cols = live ? cols : 0;  // a warp past the end still takes part in the epilogue
   const int lane = threadIdx.x;
   float acc[kMats][kRows] = {};
   constexpr int kChunk = kWarp * kColsPerLoad;  // columns a warp covers per step
-  for (int c0 = lane * kColsPerLoad; c0 < n_cols; c0 += kSteps * kChunk) {
-    uint4 v[kMats][kRows][kSteps];
+  uint4 v[kMats][kRows][kSteps];
+  auto fetch = [&](int c0) {
 #pragma unroll
     for (int m = 0; m < kMats; ++m)
 #pragma unroll
@@ -62,6 +61,14 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerBlock) matvec_f16_kernel(F16Jo
           const int c = c0 + s * kChunk;
           v[m][i][s] = c < cols ? *reinterpret_cast<const uint4*>(w[m] + (r + i) * J.ld + c) : make_uint4(0, 0, 0, 0);
         }
+  };
+  // The weights do not depend on earlier kernels: the first step's loads are issued before
+  // waiting for the previous kernel, so that they overlap its last blocks.
+  int c0 = lane * kColsPerLoad;
+  if (c0 < n_cols) fetch(c0);
+  kern::wait_for_producer();
+  for (; c0 < n_cols; c0 += kSteps * kChunk) {
+    if (c0 != lane * kColsPerLoad) fetch(c0);
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {
       const int c = c0 + s * kChunk;
