@@ -141,8 +141,9 @@ __device__ __forceinline__ void load_chunk(const __half* __restrict__ kc, const 
 
 // The chunk's scores, softmax update and V sums; K comes from r (kKInRegs) or from the cache.
 template <int D, int LP, int kG, bool kKInRegs>
-__device__ __forceinline__ void use_chunk(const float (*qs)[D], const __half* __restrict__ kc, const __half* __restrict__ vc, int64_t kv_dim, int kvh, int G, int c, int end,
-                                          const ChunkRows<D, LP>& r, float (&o)[kG][D / kern::kWarp], float (&m)[kG], float (&l)[kG]) {
+__device__ __forceinline__ void use_chunk(const float (*qs)[D], const __half* __restrict__ kc, const __half* __restrict__ vc, int64_t kv_dim,
+                                          int kvh, int G, int c, int end, const ChunkRows<D, LP>& r, float (&o)[kG][D / kern::kWarp],
+                                          float (&m)[kG], float (&l)[kG]) {
   using R = ChunkRows<D, LP>;
   constexpr int kPer = R::kPer, kDimsPerLane = D / LP;
   const int lane = threadIdx.x % kern::kWarp, pp = lane / LP, qq = lane % LP;
