@@ -108,7 +108,7 @@ __global__ void attention_split_kernel(const float* __restrict__ q, const __half
 // Long splits take LP = 1 (most positions in flight per load); shorter ones LP = 4, so that all
 // warps of a block share the few positions there are, or for 64-dim heads LP = 2 up to 64
 // positions, one round of the block's warps (measured: 128-dim heads lose with it). The warps
-// merge through shared memory. kG: registers for up to kG query heads a KV head (G <= kG).
+// merge through shared memory.
 template <int D, int LP>
 struct ChunkRows {  // one lane's share of a chunk: its K dims, and where registers allow, V rows
   static constexpr int kChunkPos = kern::kWarp / LP, kPer = D / kern::kWarp;
@@ -206,10 +206,10 @@ __device__ __forceinline__ void use_chunk(const float (*qs)[D], const __half* __
   }
 }
 
-// A warp's chunks of [begin, end). Where a chunk's rows fit in registers twice (V loaded early,
-// at most 32 registers a copy, and at most 4 query heads' sums beside them), the next chunk's
-// loads are issued before the current one is used, so that the rounds of a long split overlap
-// their memory latency.
+// A warp's chunks of [begin, end), for G <= kG query heads a KV head (kG sizes the registers).
+// Where a chunk's rows fit in registers twice (V loaded early, at most 32 registers a copy, and
+// at most 4 query heads' sums beside them), the next chunk's loads are issued before the current
+// one is used, so that the rounds of a long split overlap their memory latency.
 template <int D, int LP, int kG>
 __device__ __forceinline__ void decode_chunks(const float (*qs)[D], const __half* __restrict__ kc, const __half* __restrict__ vc, int64_t kv_dim,
                                               int kvh, int G, int begin, int end, float (&o)[kG][D / kern::kWarp], float (&m)[kG],
