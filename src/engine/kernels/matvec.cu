@@ -205,12 +205,12 @@ struct MvQ6_K8 {
   struct W { uint4 qa, qb, qh; uint2 sc; float d; };
   struct Act { int4 h[4], l[4]; float4 s; };
   __device__ static W fetch(const uint8_t* row, int n, int u) {  // block n of the row
-    const uint8_t* g = row + static_cast<size_t>(n / kGroup) * kQ6kGroupBytes;
-    const int j = n % kGroup, h = u >> 1, l0 = 16 * (u & 1);
-    const uint8_t* b = g + kQ6kBodyBytes * j;
+    const kern::Q6kBlock blk = kern::q6_k_block<true>(row, n);
+    const uint8_t* b = blk.b;
+    const int h = u >> 1, l0 = 16 * (u & 1);
     return {*reinterpret_cast<const uint4*>(b + 64 * h + l0), *reinterpret_cast<const uint4*>(b + 64 * h + 32 + l0),
             *reinterpret_cast<const uint4*>(b + 128 + 32 * h + l0), *reinterpret_cast<const uint2*>(b + 192 + 8 * h),
-            kern::ld_half(g + kGroup * kQ6kBodyBytes + 2 * j)};
+            kern::ld_half(blk.d)};
   }
   __device__ static Act load(XBlock x, int u) {
     const int h = u >> 1, l0 = 16 * (u & 1);
