@@ -74,6 +74,7 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
   e->ws_.history = ws(w.history, "penalty history");
   e->ws_.xq = ws(w.xq, "quantized activations");
   e->ws_.hq = ws(w.hq, "quantized ffn product");
+  e->ws_.nq = ws(w.nq, "norm input from the residual product");
   e->ws_.step = ws(w.step, "decode step inputs");
   e->ws_.x16 = ws(w.x16, "f16 activations (prefill)");
   e->ws_.w16 = ws(w.w16, "f16 weight scratch (prefill)");

@@ -94,7 +94,7 @@ class InferenceEngine {
   DeviceBuffer k_cache_, v_cache_;
   struct Workspace {
     DeviceBuffer x, xb, q, att, k, v, hb, hb2, att_scratch, ids, history, logits, last_hidden, token;
-    DeviceBuffer xq, hq, step, x16, w16, gemm;
+    DeviceBuffer xq, hq, nq, step, x16, w16, gemm;
   } ws_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<TensorCoreGemm> gemm_;  // null when prefill chunks are too short to use it

@@ -2,6 +2,7 @@
 // chunk of tokens with the products on tensor cores; decode runs one token with fused integer
 // mat-vecs and is captured once as a CUDA graph (its inputs live in ws_.step).
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "common/cuda_check.h"
@@ -108,6 +109,11 @@ DecodePath decode_path(const QMatrix& w) {
 bool takes_tail(std::span<const MatvecJob> jobs) {
   return std::ranges::none_of(jobs, [](const MatvecJob& j) { return decode_path(j.w) == DecodePath::generic; });
 }
+// Whether decode_linear runs these jobs as one integer launch (which can take a norm_in tail).
+bool one_q8_launch(std::span<const MatvecJob> jobs, MatvecMode mode) {
+  const bool uniform = std::ranges::all_of(jobs, [&](const MatvecJob& j) { return decode_path(j.w) == DecodePath::q8 && j.w.type == jobs[0].w.type; });
+  return uniform || matvec_q8_can_mix(jobs, mode);
+}
 }  // namespace
 
 bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode,
@@ -181,37 +187,69 @@ void InferenceEngine::decode_step() {
   ap.pos_dev = pos;
   ap.max_ctx = n_ctx_;
   const size_t layer_kv = static_cast<size_t>(n_ctx_) * c.kv_dim();
+  // A norm's input comes from the norm kernel, or from the residual product before it
+  // (NormPartials) where both launches are integer mat-vecs that can take it: then it is in
+  // ws_.nq, x∘w quantized and the sums of squares behind it.
+  NormPartials fused{};
+  fused.q = q8act_view(ws_.nq.get(), c.n_embd);
+  fused.ss = reinterpret_cast<float*>(static_cast<char*>(ws_.nq.get()) + q8act_bytes(c.n_embd));
+  fused.dim = static_cast<int>(c.n_embd);
+  fused.eps = c.rms_eps;
+  bool in_fused = false;  // whether the next norm's input was emitted by the last residual product
+  // The residual product `producer`, emitting the input of the norm `weight` if the launch that
+  // reads it (`consumer` in `mode`) can take it.
+  auto residual = [&](const MatvecJob& producer, const float* in, bool in_q8, void* in_buf, const float* weight,
+                      std::span<const MatvecJob> consumer, MatvecMode mode) {
+    MatvecTail t;
+    const std::span<const MatvecJob> p(&producer, 1);
+    const bool emit = ws_.nq && decode_path(producer.w) == DecodePath::q8 && matvec_q8_emit_norm_pays(p) &&
+                      one_q8_launch(consumer, mode);
+    if (emit) t.norm_out = fused, t.norm_out.weight = weight;
+    decode_linear(p, in, in_q8, MatvecMode::accumulate, nullptr, in_buf, emit ? &t : nullptr);
+    in_fused = emit;
+  };
+  // The tail and input buffer of a launch reading a norm's output.
+  auto norm_input = [&](const float* weight, float* out, MatvecTail& t) -> std::pair<bool, void*> {
+    if (!in_fused) return {decode_norm(x, weight, out), nullptr};
+    t.norm_in = fused;
+    return {true, ws_.nq.get()};
+  };
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     __half* kc = k_cache_.as<__half>() + l * layer_kv;
     __half* vc = v_cache_.as<__half>() + l * layer_kv;
-    bool q8 = decode_norm(x, L.attn_norm, xb);
     const MatvecJob qkv[3] = {{L.wq, q, L.bq}, {L.wk, k, L.bk}, {L.wv, v, L.bv}};
-    if (!rope.neox && takes_tail(qkv)) {  // RoPE and the cache store in the product's epilogue
-      MatvecTail t;
-      t.rope_q = q, t.rope_k = k, t.rope_v = v, t.rope = rope, t.k_cache = kc, t.v_cache = vc;
-      decode_linear(qkv, xb, q8, MatvecMode::store, nullptr, nullptr, &t);
-    } else {
-      decode_linear(qkv, xb, q8, MatvecMode::store);
-      launch_rope_store_kv(q, k, v, kc, vc, 1, 0, rope, s);
-    }
+    MatvecTail t;
+    auto [q8, in_buf] = norm_input(L.attn_norm, xb, t);
+    const bool rope_tail = !rope.neox && takes_tail(qkv);  // RoPE and the cache store in the product's epilogue
+    if (rope_tail) t.rope_q = q, t.rope_k = k, t.rope_v = v, t.rope = rope, t.k_cache = kc, t.v_cache = vc;
+    decode_linear(qkv, xb, q8, MatvecMode::store, nullptr, in_buf, rope_tail || in_fused ? &t : nullptr);
+    if (!rope_tail) launch_rope_store_kv(q, k, v, kc, vc, 1, 0, rope, s);
     // The attention output and the SwiGLU product come out already quantized for the next product.
     const Q8Act att_q = q8act_view(ws_.xq.get(), c.q_dim());
     const bool att_q8 = launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s, &att_q);
-    const MatvecJob wo{L.wo, x};
-    decode_linear(std::span(&wo, 1), att, att_q8, MatvecMode::accumulate);
-
-    q8 = decode_norm(x, L.ffn_norm, xb);
     const MatvecJob ffn[2] = {{L.w_gate, hb}, {L.w_up, nullptr}};
+    residual({L.wo, x}, att, att_q8, nullptr, L.ffn_norm, ffn, MatvecMode::swiglu);
+
+    MatvecTail tf;
+    std::tie(q8, in_buf) = norm_input(L.ffn_norm, xb, tf);
     const Q8Act h_q = q8act_view(ws_.hq.get(), c.n_ff);
-    const bool h_q8 = decode_linear(ffn, xb, q8, MatvecMode::swiglu, &h_q);
-    const MatvecJob down{L.w_down, x};
-    decode_linear(std::span(&down, 1), hb, h_q8, MatvecMode::accumulate, nullptr, h_q8 ? ws_.hq.get() : nullptr);
+    const bool h_q8 = decode_linear(ffn, xb, q8, MatvecMode::swiglu, &h_q, in_buf, in_fused ? &tf : nullptr);
+    // The down product emits the input of the next norm: the next layer's, or the output norm.
+    if (l + 1 < c.n_layers) {
+      const LayerWeights& N = weights_.layers[l + 1];
+      const MatvecJob next[3] = {{N.wq, q, N.bq}, {N.wk, k, N.bk}, {N.wv, v, N.bv}};
+      residual({L.w_down, x}, hb, h_q8, h_q8 ? ws_.hq.get() : nullptr, N.attn_norm, next, MatvecMode::store);
+    } else {
+      const MatvecJob head{weights_.output, ws_.logits.as<float>()};
+      residual({L.w_down, x}, hb, h_q8, h_q8 ? ws_.hq.get() : nullptr, weights_.output_norm, std::span(&head, 1), MatvecMode::store);
+    }
   }
   float* last = ws_.last_hidden.as<float>();
-  const bool q8 = decode_norm(x, weights_.output_norm, last);
+  MatvecTail t;
+  const auto [q8, in_buf] = norm_input(weights_.output_norm, last, t);
   const MatvecJob head{weights_.output, ws_.logits.as<float>()};
-  decode_linear(std::span(&head, 1), last, q8, MatvecMode::store);
+  decode_linear(std::span(&head, 1), last, q8, MatvecMode::store, nullptr, in_buf, in_fused ? &t : nullptr);
 }
 
 }  // namespace orcd

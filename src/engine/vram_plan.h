@@ -31,6 +31,7 @@ struct WorkspaceSizes {
   uint64_t x, xb, q, att, k, v, hb, hb2, att_scratch, ids, history;
   uint64_t xq;    // one token's quantized activations (integer mat-vec)
   uint64_t hq;    // the quantized SwiGLU product, written while xq is still being read
+  uint64_t nq;    // a norm's input emitted by a residual product (NormPartials): x∘w quantized, then sums of squares
   uint64_t step;  // the decode graph's inputs: token id and position
   uint64_t x16, w16, gemm;  // tensor-core prefill: f16 activations, one f16 matrix, cuBLAS workspace (0 when unused)
   uint64_t total_padded() const;

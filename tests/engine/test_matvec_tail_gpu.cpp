@@ -1,9 +1,10 @@
-// The q/k/v mat-vec's tail (MatvecTail) against float64: RoPE with the KV-cache store in the
-// product's epilogue.
+// The mat-vec's tails (MatvecTail) against float64: RoPE with the KV-cache store in the q/k/v
+// product's epilogue, and the RMSNorm handed from a residual product to the next launch.
 #include <cuda_fp16.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -115,7 +116,114 @@ void check_rope_tail(Gpu& g, GgmlType t, int rpw, MatvecKernel kernel, const Rop
   EXPECT_LT(rel_err(got_v, want[2]), 1e-3) << "v cache (f16), " << what;
 }
 
+// A residual product x += Wp a that emits the norm of the new x (norm_out), then a launch that
+// reads it (norm_in): one matrix with a bias in store mode, or gate and up in swiglu mode with
+// the quantized output. Against x, its norm and the products in float64.
+void check_norm_handoff(Gpu& g, GgmlType tp, GgmlType tc, int rpw, MatvecKernel kernel, bool swiglu) {
+  const int64_t d = kCols, rows_c = 512;
+  const float eps = 1e-5f;
+  // SwiGLU: a small norm weight keeps the gates where silu is not flat (random K-quant rows give
+  // gates of -1,000 and below on unit inputs, whose outputs underflow).
+  const auto a = random_floats(kCols, -2, 2), x0 = random_floats(d, -4, 4);
+  const auto nw = swiglu ? random_floats(d, 0.005f, 0.02f) : random_floats(d, 0.5f, 1.5f);
+  Input in = make_input(g, a);
+  const auto hp = random_blocks(tp, d, kCols);
+  auto wp = g.upload_weights(tp, kCols, hp);
+  auto xd = g.upload(x0), nwd = g.upload(nw);
+  auto nq = g.alloc.alloc(q8act_bytes(d) + d / 32 * 4, VramPurpose::workspace, "norm input");
+  NormPartials n;
+  n.q = q8act_view(nq.get(), d);
+  n.ss = reinterpret_cast<float*>(static_cast<char*>(nq.get()) + q8act_bytes(d));
+  CUDA_CHECK(cudaMemset(n.ss, 0xFF, d / 32 * 4));  // NaN: every sum must be written
+  MatvecTail out_tail;
+  out_tail.norm_out = n, out_tail.norm_out.weight = nwd.as<float>();
+  const MatvecJob producer{as_matrix(wp, tp, d, kCols), xd.as<float>()};
+  launch_matvec_q8(std::span(&producer, 1), in.q, MatvecMode::accumulate, nullptr, nullptr, rpw, kernel, &out_tail);
+
+  const int n_mats = swiglu ? 2 : 1;
+  std::vector<std::vector<uint8_t>> hc;
+  std::vector<DeviceBuffer> wc, outs;
+  std::vector<MatvecJob> jobs;
+  const auto bias = random_floats(rows_c);
+  auto bd = g.upload(bias);
+  auto hq_buf = g.alloc.alloc(q8act_bytes(rows_c), VramPurpose::workspace, "quantized output");
+  const Q8Act hq = q8act_view(hq_buf.get(), rows_c);
+  for (int m = 0; m < n_mats; ++m) {
+    hc.push_back(random_blocks(tc, rows_c, d));
+    wc.push_back(g.upload_weights(tc, d, hc[m]));
+    outs.push_back(g.poisoned(rows_c));
+    jobs.push_back({as_matrix(wc[m], tc, rows_c, d), outs[m].as<float>(), swiglu ? nullptr : bd.as<float>()});
+  }
+  MatvecTail in_tail;
+  in_tail.norm_in = n, in_tail.norm_in.dim = static_cast<int>(d), in_tail.norm_in.eps = eps;
+  launch_matvec_q8(jobs, n.q, swiglu ? MatvecMode::swiglu : MatvecMode::store, nullptr, swiglu ? &hq : nullptr, 0,
+                   MatvecKernel::automatic, &in_tail);
+
+  std::vector<double> x64 = product64(tp, hp, d, kCols, a);
+  double ss = 0;
+  for (int64_t i = 0; i < d; ++i) x64[i] += x0[i], ss += x64[i] * x64[i];
+  const double inv = 1.0 / std::sqrt(ss / d + eps);
+  std::vector<float> xn(d);
+  for (int64_t i = 0; i < d; ++i) xn[i] = static_cast<float>(x64[i] * inv * nw[i]);
+  std::vector<double> want = product64(tc, hc[0], rows_c, d, xn);
+  if (swiglu) {
+    const auto up = product64(tc, hc[1], rows_c, d, xn);
+    for (int64_t r = 0; r < rows_c; ++r) want[r] = want[r] / (1.0 + std::exp(-want[r])) * up[r];
+  } else {
+    for (int64_t r = 0; r < rows_c; ++r) want[r] += bias[r];
+  }
+  const auto x = g.download<float>(xd, d);
+  EXPECT_LT(rel_err(x, x64), 1e-4) << "the residual x";
+  // The sums of squares and the quantized x∘w (no 1/rms) are those of the x written.
+  const auto bytes = g.download<int8_t>(nq, q8act_bytes(d) + d / 32 * 4);
+  for (int64_t b = 0; b < d / 32; ++b) {
+    double want_ss = 0;
+    for (int i = 0; i < 32; ++i) want_ss += static_cast<double>(x[32 * b + i]) * x[32 * b + i];
+    float got_ss;
+    std::memcpy(&got_ss, bytes.data() + q8act_bytes(d) + 4 * b, 4);
+    ASSERT_NEAR(got_ss, want_ss, 1e-5 * want_ss) << "sum of squares of block " << b;
+  }
+  std::vector<float> xw(d);
+  for (int64_t i = 0; i < d; ++i) xw[i] = x[i] * nw[i];
+  expect_q8_holds(std::vector<int8_t>(bytes.begin(), bytes.begin() + q8act_bytes(d)), xw);
+  const auto got = g.download<float>(outs[0], rows_c);
+  const double err = rel_err(got, want);
+  EXPECT_LT(err, 3e-4) << "the launch reading the norm";
+  if (err >= 3e-4) {
+    int64_t top = 0;
+    for (int64_t r = 0; r < rows_c; ++r)
+      if (std::abs(want[r]) > std::abs(want[top])) top = r;
+    ADD_FAILURE() << "largest row " << top << ": got " << got[top] << ", want " << want[top];
+  }
+  if (swiglu) {  // the gate alone, in store mode, from the same input
+    auto gate = g.poisoned(rows_c);
+    const MatvecJob one{jobs[0].w, gate.as<float>()};
+    launch_matvec_q8(std::span(&one, 1), n.q, MatvecMode::store, nullptr, nullptr, 0, MatvecKernel::automatic, &in_tail);
+    const auto g64 = product64(tc, hc[0], rows_c, d, xn);
+    const auto gg = g.download<float>(gate, rows_c);
+    EXPECT_LT(rel_err(gg, g64), 3e-4) << "the gate alone";
+  }
+  if (swiglu) expect_q8_holds(g.download<int8_t>(hq_buf, q8act_bytes(rows_c)), got);  // the quantized output holds the same products
+}
+
 }  // namespace
+
+// Two launches of 2,048-wide matrices; the second one's input has passed through two integer
+// products' quantizations (each within 1e-4, see the mat-vec tests), hence 3e-4.
+TEST(MatvecTailGpu, NormHandedFromTheResidualProductMatchesFloat64) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  for (const auto [tp, tc] : {std::pair{GgmlType::Q4_K, GgmlType::Q4_K}, std::pair{GgmlType::Q6_K, GgmlType::Q5_0},
+                              std::pair{GgmlType::Q8_0, GgmlType::Q6_K}, std::pair{GgmlType::Q5_K, GgmlType::Q8_0}}) {
+    SCOPED_TRACE(std::string(ggml_type_name(tp)) + " -> " + std::string(ggml_type_name(tc)));
+    for (int rpw : {1, 2, 4})
+      for (MatvecKernel k : {MatvecKernel::registers, MatvecKernel::bulk}) {
+        SCOPED_TRACE("rows a warp " + std::to_string(rpw) + (k == MatvecKernel::bulk ? ", bulk" : ", registers"));
+        check_norm_handoff(g, tp, tc, rpw, k, false);
+      }
+    check_norm_handoff(g, tp, tc, 0, MatvecKernel::automatic, true);
+  }
+}
 
 // Tolerances: the integer mat-vec's 1e-4 (F16: the float matmul's 1e-5) plus, for q and k, the
 // float32 angle at position 1000 (~1e-4 absolute, as in the RoPE kernel's test).
@@ -172,6 +280,26 @@ TEST(MatvecTail, RefusesLaunchesItCannotRunOn) {
   EXPECT_THROW(check_matvec_tail(std::span(&odd, 1), MatvecMode::store, rope), std::invalid_argument);
   MatvecTail none;  // no tail: any mode
   EXPECT_NO_THROW(check_matvec_tail(std::span(&one, 1), MatvecMode::accumulate, none));
+
+  // The norm handed from a residual product: one matrix of rows a multiple of 32, accumulate
+  // mode, with somewhere to write; the reading launch's width must be the norm's.
+  float ss[2];
+  int8_t q[8];
+  MatvecTail emit;
+  emit.norm_out.weight = out, emit.norm_out.ss = ss, emit.norm_out.q = Q8Act{q, q, out, out};
+  EXPECT_NO_THROW(check_matvec_tail(std::span(&one, 1), MatvecMode::accumulate, emit));
+  EXPECT_THROW(check_matvec_tail(std::span(&one, 1), MatvecMode::store, emit), std::invalid_argument);
+  EXPECT_THROW(check_matvec_tail(three, MatvecMode::accumulate, emit), std::invalid_argument);
+  const MatvecJob rows48{QMatrix{w.data, w.type, 48, w.cols, w.row_bytes}, out};
+  EXPECT_THROW(check_matvec_tail(std::span(&rows48, 1), MatvecMode::accumulate, emit), std::invalid_argument);
+  MatvecTail no_ss = emit;
+  no_ss.norm_out.ss = nullptr;
+  EXPECT_THROW(check_matvec_tail(std::span(&one, 1), MatvecMode::accumulate, no_ss), std::invalid_argument);
+  MatvecTail in;
+  in.norm_in.ss = ss, in.norm_in.dim = 256, in.norm_in.eps = 1e-6f;
+  EXPECT_NO_THROW(check_matvec_tail(three, MatvecMode::store, in));
+  in.norm_in.dim = 128;
+  EXPECT_THROW(check_matvec_tail(three, MatvecMode::store, in), std::invalid_argument);
 }
 
 // Which launches may mix formats (host side: no device needed).

@@ -76,11 +76,25 @@ struct RopeParams {
   const float* freq_factors = nullptr;  // Llama 3.1-style per-pair divisors (rope_freqs.weight)
   const int* pos_dev = nullptr;         // when set, *pos_dev is added to start_pos (graph replays)
 };
+// The RMSNorm between a residual product and the next launch can live in the two launches'
+// epilogues (the norm kernel then goes away). The norm is a per-row scale, so the producer
+// quantizes x∘w without it, 32 rows at a time, and writes each 32 rows' sum of squares; the
+// consumer multiplies its products by 1/rms(x) = rsqrt(sum / dim + eps) before the bias.
+// norm_out: the producer's half (accumulate mode, one matrix, rows a multiple of 32, integer
+// mat-vec; matvec_q8_can_emit_norm). norm_in: the consumer's half (any integer launch).
+struct NormPartials {
+  const float* weight = nullptr;  // norm_out: the norm's weight w
+  Q8Act q{};                      // norm_out: x∘w, quantized
+  float* ss = nullptr;            // per 32 elements of x, the sum of their squares
+  int dim = 0;                    // norm_in: elements of x (ss holds dim / 32 sums)
+  float eps = 0.0f;               // norm_in
+};
 // What the q/k/v mat-vec can do after its products in place of the RoPE kernel (store mode):
 // rows written to `rope_q` and `rope_k` (jobs are recognized by their outputs, so a launch may
 // hold any of the three) are rotated in adjacent pairs (rope.neox false) at position
 // *rope.pos_dev; rows of `rope_k` and `rope_v` are also stored into the layer's f16 cache at that
 // position, as launch_rope_store_kv does.
+// The norm_in / norm_out halves: NormPartials above.
 struct MatvecTail {
   const float* rope_q = nullptr;
   const float* rope_k = nullptr;
@@ -88,6 +102,7 @@ struct MatvecTail {
   RopeParams rope{};
   __half* k_cache = nullptr;
   __half* v_cache = nullptr;
+  NormPartials norm_in{}, norm_out{};
 };
 
 // With out_q (swiglu only, rows % 32 == 0) the products are also quantized into out_q for the
@@ -111,6 +126,10 @@ void launch_matvec_f16(std::span<const MatvecJob> jobs, const float* x, MatvecMo
                        const MatvecTail* tail = nullptr);
 // Throws std::invalid_argument where `tail` cannot run on this launch.
 void check_matvec_tail(std::span<const MatvecJob> jobs, MatvecMode mode, const MatvecTail& tail);
+// Whether launch_matvec_q8 of this one accumulate-mode job can take a norm_out tail, and
+// whether that is faster than the norm kernel on this device (the engine's choice).
+bool matvec_q8_can_emit_norm(std::span<const MatvecJob> jobs, MatvecMode mode);
+bool matvec_q8_emit_norm_pays(std::span<const MatvecJob> jobs);
 
 // out[t] = x[t] / rms(x[t]) * weight, rows of `dim`; as f16 for the tensor-core prefill.
 void launch_rmsnorm(const float* x, const float* weight, float* out, int n_rows, int dim, float eps, cudaStream_t stream);

@@ -336,6 +336,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
       for (size_t off = lane * 128; off < kRows * J.row_bytes; off += kWarp * 128)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(w[m] + static_cast<size_t>(r) * J.row_bytes + off));
   kern::wait_for_producer();
+  const kern::NormInParts in_part = kern::norm_in_load(tail);
   float acc[kMats][kRows] = {};
   if constexpr (std::is_same_v<T, U>) {
     rows_dot<T, kMats, kRows>(w, J.row_bytes, r, live, x, cols, acc);
@@ -344,7 +345,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
     else rows_dot<T, kMats, kRows>(w, J.row_bytes, r, live, x, cols, acc);
   }
   kern::allow_consumer();
-  kern::finish_rows<kMode, kWarps, kRows>(acc, J, r, live, hq, tail);
+  kern::finish_rows<kMode, kWarps, kRows>(acc, J, r, live, hq, tail, in_part);
 }
 
 // The same products with the weights streamed through shared memory by bulk copies (the TMA
@@ -403,6 +404,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel
   }
   __syncwarp();
   kern::wait_for_producer();
+  const kern::NormInParts in_part = kern::norm_in_load(tail);
   float acc[kMats][kRows] = {};
   for (int c = 0; c < n_chunks; ++c) {
     uint64_t* b = &bar[c % kBulkStages];
@@ -426,7 +428,7 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_bulk_kernel
     }
   }
   kern::allow_consumer();
-  kern::finish_rows<kMode, kWarps, kRows>(acc, J, r, live, hq, tail);
+  kern::finish_rows<kMode, kWarps, kRows>(acc, J, r, live, hq, tail, in_part);
 #endif
 }
 
@@ -590,6 +592,11 @@ bool launch_rmsnorm_quant(const float* x, const float* weight, float* out, const
 
 void check_matvec_tail(std::span<const MatvecJob> jobs, MatvecMode mode, const MatvecTail& t) {
   auto fail = [](const std::string& why) { throw std::invalid_argument("matvec tail: " + why); };
+  if (t.norm_in.ss && (t.norm_in.dim != jobs[0].w.cols || t.norm_in.dim % 32 != 0 || !(t.norm_in.eps >= 0.0f)))
+    fail("norm_in needs the launch's width (a multiple of 32) and eps >= 0");
+  const NormPartials& n = t.norm_out;
+  if (n.weight && (!n.ss || !n.q.hi || mode != MatvecMode::accumulate || jobs.size() != 1 || jobs[0].w.rows % 32 != 0))
+    fail("norm_out needs ss and q, accumulate mode and one matrix of rows a multiple of 32");
   if (!t.rope_q && !t.rope_k && !t.rope_v) return;
   if (mode != MatvecMode::store) fail("RoPE needs store mode");
   if (!t.rope_q || !t.rope_k || !t.rope_v || !t.k_cache || !t.v_cache || !t.rope.pos_dev) fail("RoPE needs q, k, v, both caches and a device position");
@@ -597,6 +604,26 @@ void check_matvec_tail(std::span<const MatvecJob> jobs, MatvecMode mode, const M
   if (t.rope.head_dim <= 0 || t.rope.rope_dims > t.rope.head_dim || t.rope.rope_dims % 2) fail("bad head or rotary dims");
   for (const MatvecJob& j : jobs)
     if (j.w.rows % 2 != 0) fail("rows must come in pairs");
+}
+
+bool matvec_q8_can_emit_norm(std::span<const MatvecJob> jobs, MatvecMode mode) {
+  return bulk_copies_supported() && mode == MatvecMode::accumulate && jobs.size() == 1 && jobs[0].w.rows % 32 == 0 &&
+         matvec_q8_supports(jobs[0].w);
+}
+
+// Rows a warp for a launch that emits a norm: the fewest that keep it to two blocks an SM, so
+// that its clusters of 32 rows all fit on the GPU at once. Measured (docs/PERFORMANCE.md, step
+// 34): with the usual choice, 512 blocks in clusters of 8 or 4 lost 9% on the 1B and 8B. 0: no
+// choice fits, and the norm kernel stays.
+int emit_norm_rows_per_warp(std::span<const MatvecJob> jobs) {
+  const int64_t rows = jobs[0].w.rows;
+  for (int k : {1, 2, 4})
+    if (rows % k == 0 && rows / (kWarpsPerBlock * k) <= 2 * sm_count()) return k;
+  return 0;
+}
+
+bool matvec_q8_emit_norm_pays(std::span<const MatvecJob> jobs) {
+  return matvec_q8_can_emit_norm(jobs, MatvecMode::accumulate) && emit_norm_rows_per_warp(jobs) != 0;
 }
 
 int matvec_rows_per_warp(std::span<const MatvecJob> jobs, MatvecMode mode) {
@@ -618,6 +645,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   if (jobs.empty() || jobs.size() > 3) throw std::invalid_argument("matvec_q8: 1 to 3 matrices per launch");
   const MatvecTail t = tail ? *tail : MatvecTail{};
   check_matvec_tail(jobs, mode, t);
+  if (t.norm_out.weight && !matvec_q8_can_emit_norm(jobs, mode)) throw std::invalid_argument("matvec_q8: this launch cannot emit a norm");
   if (mode == MatvecMode::swiglu && (jobs.size() != 2 || jobs[0].w.rows != jobs[1].w.rows))
     throw std::invalid_argument("matvec_q8: swiglu takes a gate and an up matrix of equal rows");
   if (out_q && (mode != MatvecMode::swiglu || jobs[0].w.rows % 32 != 0))
@@ -642,6 +670,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   p.n = static_cast<int>(jobs.size());
   p.prefetch = bytes <= kSmallLaunchBytes;
   if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
+  if (rows_per_warp == 0 && t.norm_out.weight) rows_per_warp = emit_norm_rows_per_warp(jobs);
   if (rows_per_warp == 0) rows_per_warp = matvec_rows_per_warp(jobs, mode);
   if (rows_per_warp != 1 && rows_per_warp != 2 && rows_per_warp != 4)
     throw std::invalid_argument("matvec_q8: rows a warp must be 1, 2 or 4");
@@ -670,6 +699,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     for (const MatvecJob& j : jobs) can_bulk &= j.w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(j.w.data) % 16 == 0;
     auto run = [&]<MatvecMode kMode, int kWarps, int kRows>() {
       const int blocks = kern::ceil_div(rows, kWarps * kRows);
+      const unsigned cluster = t.norm_out.weight ? 32 / (kWarps * kRows) : 1;  // emit_norm_rows: 32 rows a cluster
       constexpr int smem = bulk_smem_bytes<T, kMode, kWarps, kRows>();
       const bool fits = can_bulk && smem <= bulk_smem_limit();
       if (kernel == MatvecKernel::bulk && !fits)
@@ -680,9 +710,11 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
           return true;
         }();
         (void)sized;
-        kern::launch_pdl(matvec_bulk_kernel<T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), smem, stream, p, x, cols, hq, t);
+        kern::launch_pdl(matvec_bulk_kernel<T, kMode, kWarps, kRows>, kern::LaunchShape{dim3(blocks), dim3(kWarp, kWarps), smem, cluster}, stream,
+                         p, x, cols, hq, t);
       } else {
-        kern::launch_pdl(matvec_q8_kernel<T, T, kMode, kWarps, kRows>, blocks, dim3(kWarp, kWarps), 0, stream, p, x, cols, hq, t);
+        kern::launch_pdl(matvec_q8_kernel<T, T, kMode, kWarps, kRows>, kern::LaunchShape{dim3(blocks), dim3(kWarp, kWarps), 0, cluster}, stream, p,
+                         x, cols, hq, t);
       }
     };
     auto by_rows = [&]<MatvecMode kMode>() {

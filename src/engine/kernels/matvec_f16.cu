@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerBlock) matvec_f16_kernel(F16Jo
     }
   }
   kern::allow_consumer();
-  kern::finish_rows<kMode, kWarpsPerBlock, kRows>(acc, J, r, live, Q8Act{}, tail);
+  kern::finish_rows<kMode, kWarpsPerBlock, kRows>(acc, J, r, live, Q8Act{}, tail, kern::NormInParts{});  // no norm tails (check_matvec_tail)
 }
 
 }  // namespace
@@ -95,6 +95,7 @@ void launch_matvec_f16(std::span<const MatvecJob> jobs, const float* x, MatvecMo
   if (jobs.empty() || jobs.size() > 3) throw std::invalid_argument("matvec_f16: 1 to 3 matrices per launch");
   const MatvecTail t = tail ? *tail : MatvecTail{};
   check_matvec_tail(jobs, mode, t);
+  if (t.norm_in.ss || t.norm_out.weight) throw std::invalid_argument("matvec_f16: norm tails run in the integer mat-vec only");
   if (mode == MatvecMode::swiglu && (jobs.size() != 2 || jobs[0].w.rows != jobs[1].w.rows))
     throw std::invalid_argument("matvec_f16: swiglu takes a gate and an up matrix of equal rows");
   if (reinterpret_cast<uintptr_t>(x) % 16 != 0) throw std::invalid_argument("matvec_f16: x must be 16-byte aligned");
