@@ -111,7 +111,8 @@ bool takes_tail(std::span<const MatvecJob> jobs) {
 }
 // Whether decode_linear runs these jobs as one integer launch (which can take a norm_in tail).
 bool one_q8_launch(std::span<const MatvecJob> jobs, MatvecMode mode) {
-  const bool uniform = std::ranges::all_of(jobs, [&](const MatvecJob& j) { return decode_path(j.w) == DecodePath::q8 && j.w.type == jobs[0].w.type; });
+  const bool uniform =
+      std::ranges::all_of(jobs, [&](const MatvecJob& j) { return decode_path(j.w) == DecodePath::q8 && j.w.type == jobs[0].w.type; });
   return uniform || matvec_q8_can_mix(jobs, mode);
 }
 }  // namespace
