@@ -191,10 +191,7 @@ void InferenceEngine::decode_step() {
   // A norm's input comes from the norm kernel, or from the residual product before it
   // (NormPartials) where both launches are integer mat-vecs that can take it: then it is in
   // ws_.nq, x∘w quantized and the sums of squares behind it.
-  NormPartials fused{};
-  fused.q = q8act_view(ws_.nq.get(), c.n_embd);
-  fused.ss = reinterpret_cast<float*>(static_cast<char*>(ws_.nq.get()) + q8act_bytes(c.n_embd));
-  fused.dim = static_cast<int>(c.n_embd);
+  NormPartials fused = norm_partials_view(ws_.nq.get(), c.n_embd);
   fused.eps = c.rms_eps;
   bool in_fused = false;  // whether the next norm's input was emitted by the last residual product
   // The residual product `producer`, emitting the input of the norm `weight` if the launch that
@@ -203,8 +200,7 @@ void InferenceEngine::decode_step() {
                       std::span<const MatvecJob> consumer, MatvecMode mode) {
     MatvecTail t;
     const std::span<const MatvecJob> p(&producer, 1);
-    const bool emit = ws_.nq && decode_path(producer.w) == DecodePath::q8 && matvec_q8_emit_norm_pays(p) &&
-                      one_q8_launch(consumer, mode);
+    const bool emit = ws_.nq && matvec_q8_emit_norm_pays(p) && one_q8_launch(consumer, mode);
     if (emit) t.norm_out = fused, t.norm_out.weight = weight;
     decode_linear(p, in, in_q8, MatvecMode::accumulate, nullptr, in_buf, emit ? &t : nullptr);
     in_fused = emit;

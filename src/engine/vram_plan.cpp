@@ -35,7 +35,7 @@ WorkspaceSizes workspace_sizes(const ModelConfig& c, int n_ctx, int max_batch_to
   w.history = 4096 * 4;
   w.xq = q8act_bytes(static_cast<int64_t>((widest + 31) / 32 * 32));
   w.hq = q8act_bytes((static_cast<int64_t>(c.n_ff) + 31) / 32 * 32);
-  w.nq = c.n_embd % 32 == 0 ? q8act_bytes(c.n_embd) + c.n_embd / 32 * 4 : 0;
+  w.nq = c.n_embd % 32 == 0 ? norm_partials_bytes(c.n_embd) : 0;
   w.step = 8;
   if (max_batch_tokens >= kGemmMinTokens) {
     const uint64_t e = c.n_embd;

@@ -89,6 +89,9 @@ struct NormPartials {
   int dim = 0;                    // norm_in: elements of x (ss holds dim / 32 sums)
   float eps = 0.0f;               // norm_in
 };
+// One buffer for a handed-over norm input of `dim` elements: the quantized x∘w, then the sums.
+size_t norm_partials_bytes(int64_t dim);
+NormPartials norm_partials_view(void* base, int64_t dim);  // q, ss and dim set
 // What the q/k/v mat-vec can do after its products in place of the RoPE kernel (store mode):
 // rows written to `rope_q` and `rope_k` (jobs are recognized by their outputs, so a launch may
 // hold any of the three) are rotated in adjacent pairs (rope.neox false) at position

@@ -34,7 +34,7 @@ void launch_pdl(void (*kernel)(KArgs...), const LaunchShape& shape, cudaStream_t
 
 template <typename... KArgs, typename... Args>
 void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
-  launch_pdl(kernel, LaunchShape{grid, block, smem, 1}, stream, std::forward<Args>(args)...);
+  launch_pdl(kernel, LaunchShape{grid, block, smem}, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace orcd::kern

@@ -576,6 +576,16 @@ Q8Act q8act_view(void* base, int64_t n) {
   return {p, p + n, scale, scale + n / 32};
 }
 
+size_t norm_partials_bytes(int64_t dim) { return q8act_bytes(dim) + static_cast<size_t>(dim / 32) * 4; }
+
+NormPartials norm_partials_view(void* base, int64_t dim) {
+  NormPartials n;
+  n.q = q8act_view(base, dim);
+  n.ss = reinterpret_cast<float*>(static_cast<char*>(base) + q8act_bytes(dim));
+  n.dim = static_cast<int>(dim);
+  return n;
+}
+
 void launch_quantize_act(const float* x, int64_t n, const Q8Act& q, cudaStream_t stream) {
   if (n % 32 != 0) throw std::invalid_argument("quantize_act: length " + std::to_string(n) + " is not a multiple of 32");
   kern::launch_pdl(quantize_act_kernel, kern::ceil_div(n, 256), 256, 0, stream, x, n, q);
@@ -607,7 +617,7 @@ void check_matvec_tail(std::span<const MatvecJob> jobs, MatvecMode mode, const M
 }
 
 bool matvec_q8_can_emit_norm(std::span<const MatvecJob> jobs, MatvecMode mode) {
-  return bulk_copies_supported() && mode == MatvecMode::accumulate && jobs.size() == 1 && jobs[0].w.rows % 32 == 0 &&
+  return bulk_copies_supported() /* sm_90, as thread-block clusters need */ && mode == MatvecMode::accumulate && jobs.size() == 1 && jobs[0].w.rows % 32 == 0 &&
          matvec_q8_supports(jobs[0].w);
 }
 

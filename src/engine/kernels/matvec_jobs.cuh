@@ -90,7 +90,7 @@ __device__ __forceinline__ float norm_in_scale(const MatvecTail& t, const NormIn
 // cluster (32 rows a cluster), which quantizes x∘w and writes the 32 rows' sum of squares. The
 // cluster barrier is the only wait: no block finishes the norm for the whole row (step 13 in
 // docs/PERFORMANCE.md: a last block doing that was slower than the norm kernel).
-template <int kWarps, int kRows>
+template <int kRows>
 __device__ __forceinline__ void emit_norm_rows(const float (&res)[kRows], const float (&w)[kRows], int r, bool live, const NormPartials& n) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
@@ -152,7 +152,7 @@ __device__ __forceinline__ void finish_rows(const float (&acc)[kMats][kRows], co
 #pragma unroll
     for (int i = 0; i < kRows; ++i) J.out[r + i] = res[i];
   if constexpr (kMode == MatvecMode::accumulate) {
-    if (tail.norm_out.weight) emit_norm_rows<kWarps, kRows>(res, norm_w, r, live, tail.norm_out);
+    if (tail.norm_out.weight) emit_norm_rows<kRows>(res, norm_w, r, live, tail.norm_out);
   }
   if constexpr (kMode == MatvecMode::swiglu && kBlockRows == 32) {
     if (hq.hi) {
