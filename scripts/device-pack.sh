@@ -15,6 +15,6 @@ for bin in .carry/build/worker-orcd .carry/build/tests/test_*; do
   ldd "$bin" | awk '/=> \//{print $3}' | grep -E 'libfmt|libspdlog|libpcre2|libcpp-httplib|libtomlplusplus|libbrotli' || true
 done | sort -u | xargs -r -I{} cp -L {} .carry/lib/
 cp -r ../shared/testdata/models ../shared/testdata/tokenizer .carry/testdata/
-# Compressed: the binaries shrink about threefold (device-test.sh unpacks them).
-tar -C .carry -czf .carry/build.tar.gz build && rm -rf .carry/build
+# Compressed with xz: the binaries shrink about fivefold (device-test.sh unpacks them).
+XZ_OPT="-9 -T2" tar -C .carry -cJf .carry/build.tar.xz build && rm -rf .carry/build
 du -sh .carry

@@ -5,7 +5,7 @@
 #   PRESET (llama3.2-1b) QUANT (q4_k_m) VOCAB (ggml-vocab-gpt-2.gguf) SKIP (3000) COUNT (200)
 #   WITH_TESTS=1 runs the GPU tests first; BIN picks another worker-orcd.
 [ -n "${WITH_TESTS:-}" ] && bash scripts/device-test.sh >/dev/null 2>&1; grep -E "tests passed|Failed" $OUT/ctest-gpu.log 2>/dev/null | head
-[ -f .carry/build.tar.gz ] && [ ! -d .carry/build ] && tar -C .carry -xzf .carry/build.tar.gz
+[ -f .carry/build.tar.xz ] && [ ! -d .carry/build ] && tar -C .carry -xJf .carry/build.tar.xz
 export LD_LIBRARY_PATH=$PWD/.carry/lib:/usr/local/cuda/lib64
 B=${BIN:-.carry/build/worker-orcd}
 PRESET=${PRESET:-llama3.2-1b} QUANT=${QUANT:-q4_k_m} VOCAB=${VOCAB:-ggml-vocab-gpt-2.gguf}

@@ -3,7 +3,7 @@
 # paths the build recorded, runs the GPU test suite through ctest, and writes logs to $OUT.
 set -uo pipefail
 ROOT=$PWD
-[ -f .carry/build.tar.gz ] && [ ! -d .carry/build ] && tar -C .carry -xzf .carry/build.tar.gz
+[ -f .carry/build.tar.xz ] && [ ! -d .carry/build ] && tar -C .carry -xJf .carry/build.tar.xz
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 # ctest files and compiled-in test paths point at /work/main/build and /work/shared/testdata.

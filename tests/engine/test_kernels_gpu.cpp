@@ -151,6 +151,16 @@ TEST(KernelsGpu, BulkCopyMatvecMatchesFloat64InEveryMode) {
   check_integer_matvec(8192, MatvecKernel::bulk);
 }
 
+// The span kernel (each warp's rows copied whole into shared memory) on the widths of the
+// register kernel's test; Q6_K's 11-block rows (2,310 bytes) are not 8-byte aligned for it.
+TEST(KernelsGpu, SpanMatvecMatchesFloat64InEveryMode) {
+  ORCD_REQUIRE_GPU();
+  for (int64_t cols : {896, 2816}) {
+    SCOPED_TRACE("cols " + std::to_string(cols));
+    check_integer_matvec(cols, MatvecKernel::span);
+  }
+}
+
 void check_integer_matvec(int64_t cols, MatvecKernel kernel) {
   Gpu g;
   const auto x = random_floats(cols, -3, 3);
@@ -161,6 +171,13 @@ void check_integer_matvec(int64_t cols, MatvecKernel kernel) {
   for (GgmlType t : kQ8Types) {
     if (cols % ggml_traits(t).block_size != 0) continue;
     SCOPED_TRACE(ggml_type_name(t));
+    if (kernel == MatvecKernel::span && ggml_row_bytes(t, cols) % 8 != 0) {
+      auto w = g.upload_weights(t, cols, random_blocks(t, 4, cols));
+      auto out = g.poisoned(4);
+      const MatvecJob j{as_matrix(w, t, 4, cols), out.as<float>()};
+      EXPECT_THROW(launch_matvec_q8(std::span(&j, 1), xq, MatvecMode::store, nullptr, nullptr, 1, kernel), std::invalid_argument);
+      continue;
+    }
     for (int rpw : {1, 2, 4}) {
       SCOPED_TRACE("rows a warp " + std::to_string(rpw));
       check_matvec_modes(g, t, x, rpw, 1e-4, [&](std::span<const MatvecJob> jobs, MatvecMode mode) {
@@ -180,13 +197,19 @@ void check_integer_matvec(int64_t cols, MatvecKernel kernel) {
       EXPECT_THROW(launch_matvec_q8(pair64, xq, MatvecMode::swiglu, nullptr, &hq, 0, kernel), std::invalid_argument);
       continue;
     }
-    launch_matvec_q8(pair64, xq, MatvecMode::swiglu, nullptr, &hq, 0, kernel);
     const auto g64 = product64(t, g_host, R, cols, x), u64 = product64(t, u_host, R, cols, x);
     std::vector<double> sw64(R);
     for (int64_t r = 0; r < R; ++r) sw64[r] = g64[r] / (1 + std::exp(-g64[r])) * u64[r];
-    const auto got64 = g.download<float>(h64, R);
-    EXPECT_LT(rel_err(got64, sw64), 1e-4) << "swiglu with quantized output";
-    expect_q8_holds(g.download<int8_t>(hq_buf, q8act_bytes(R)), got64);
+    for (int rpw : {0, 2, 4}) {  // 0: the launch picks 16 warps of 2 rows or 8 of 4
+      SCOPED_TRACE("quantized output, rows a warp " + std::to_string(rpw));
+      ASSERT_EQ(cudaMemset(h64.get(), 0xFF, R * sizeof(float)), cudaSuccess);  // NaN: unwritten outputs fail
+      ASSERT_EQ(cudaMemset(hq_buf.get(), 0xFF, q8act_bytes(R)), cudaSuccess);
+      launch_matvec_q8(pair64, xq, MatvecMode::swiglu, nullptr, &hq, rpw, kernel);
+      const auto got64 = g.download<float>(h64, R);
+      EXPECT_LT(rel_err(got64, sw64), 1e-4) << "swiglu with quantized output";
+      expect_q8_holds(g.download<int8_t>(hq_buf, q8act_bytes(R)), got64);
+    }
+    EXPECT_THROW(launch_matvec_q8(pair64, xq, MatvecMode::swiglu, nullptr, &hq, 1, kernel), std::invalid_argument);
   }
 }
 

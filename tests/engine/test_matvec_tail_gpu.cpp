@@ -208,8 +208,8 @@ TEST(MatvecTailGpu, NormHandedFromTheResidualProductMatchesFloat64) {
                               std::pair{GgmlType::Q8_0, GgmlType::Q6_K}, std::pair{GgmlType::Q5_K, GgmlType::Q8_0}}) {
     SCOPED_TRACE(std::string(ggml_type_name(tp)) + " -> " + std::string(ggml_type_name(tc)));
     for (int rpw : {1, 2, 4})
-      for (MatvecKernel k : {MatvecKernel::registers, MatvecKernel::bulk}) {
-        SCOPED_TRACE("rows a warp " + std::to_string(rpw) + (k == MatvecKernel::bulk ? ", bulk" : ", registers"));
+      for (MatvecKernel k : {MatvecKernel::registers, MatvecKernel::bulk, MatvecKernel::span}) {
+        SCOPED_TRACE("rows a warp " + std::to_string(rpw) + ", kernel " + std::to_string(static_cast<int>(k)));
         check_norm_handoff(g, tp, tc, rpw, k, false);
       }
     check_norm_handoff(g, tp, tc, 0, MatvecKernel::automatic, true);
@@ -231,6 +231,7 @@ TEST(MatvecTailGpu, RopeAndCacheStoreInTheEpilogueMatchFloat64) {
         check_rope_tail(g, t, rpw, MatvecKernel::registers, rc, f16 ? 2e-4 : 3e-4);
     }
     if (!f16) check_rope_tail(g, t, 4, MatvecKernel::bulk, RopeCase{64, false, false}, 3e-4);
+    if (!f16) check_rope_tail(g, t, 2, MatvecKernel::span, RopeCase{64, true, false}, 3e-4);
   }
 }
 
@@ -244,6 +245,7 @@ TEST(MatvecTailGpu, MixedFormatLaunchMatchesFloat64) {
     for (int rpw : {1, 2, 4}) {
       SCOPED_TRACE("rows a warp " + std::to_string(rpw));
       check_rope_tail(g, t, rpw, MatvecKernel::registers, RopeCase{64, false, false}, 3e-4, tv);
+      check_rope_tail(g, t, rpw, MatvecKernel::span, RopeCase{64, false, false}, 3e-4, tv);
     }
   }
 }

@@ -110,14 +110,16 @@ struct MatvecTail {
 
 // With out_q (swiglu only, rows % 32 == 0) the products are also quantized into out_q for the
 // next mat-vec, saving a launch.
-// rows_per_warp (1, 2 or 4; 0 picks by size) must divide every matrix's rows.
-// Two kernels: weights through registers (small launches) or streamed through shared memory by
-// bulk copies (large launches on sm_90 whose rows split into whole chunks); `kernel` forces one
-// (tests), and forcing `bulk` where it cannot run throws std::invalid_argument.
+// rows_per_warp (1, 2 or 4; 0 picks by size) must divide every matrix's rows; with out_q it is
+// 2 or 4 (0 picks), in blocks of 32 rows.
+// Three kernels: weights through registers, each warp's rows copied whole into shared memory
+// first (span: narrow rows, 8-byte aligned), or streamed through shared memory by bulk copies
+// (large launches on sm_90 whose rows split into whole chunks); `kernel` forces one (tests),
+// and forcing one where it cannot run throws std::invalid_argument.
 // Matrices usually share one format; a store-mode launch may also take a run of matrices in a
 // K-quant or 4/5-bit format followed by a run in Q8_0 or Q6_K (q/k, then a "more bits" v) when
 // matvec_q8_can_mix says so: one launch instead of two, through the register kernel.
-enum class MatvecKernel { automatic, registers, bulk };
+enum class MatvecKernel { automatic, registers, bulk, span };
 bool matvec_q8_can_mix(std::span<const MatvecJob> jobs, MatvecMode mode);
 void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q = nullptr,
                       int rows_per_warp = 0, MatvecKernel kernel = MatvecKernel::automatic, const MatvecTail* tail = nullptr);

@@ -69,17 +69,21 @@ struct MvQ8_0 {
   }
 };
 
-// Q4_0 / Q5_0: lane u takes elements 4u..4u+3 (low nibbles) and 16+4u.. (high nibbles).
+// Q4_0 / Q5_0: lane u takes elements 4u..4u+3 (low nibbles) and 16+4u.. (high nibbles). The
+// quants go into dp4a unsigned (0..15, 0..31), and their offset (8 or 16) comes off afterwards
+// as that times the activations' block sum, a quarter in each of the block's four lanes: exact
+// integers in a float (under 2^24), with fewer instructions than subtracting it bytewise.
 struct ActLowHigh {
   int h[2], l[2];
-  float s;
+  float s, sum;
 };
 __device__ __forceinline__ ActLowHigh load_low_high(XBlock x, int u) {
-  return {{ld_i32(x.hi + 4 * u), ld_i32(x.hi + 16 + 4 * u)}, {ld_i32(x.lo + 4 * u), ld_i32(x.lo + 16 + 4 * u)}, x.scale[0]};
+  return {{ld_i32(x.hi + 4 * u), ld_i32(x.hi + 16 + 4 * u)}, {ld_i32(x.lo + 4 * u), ld_i32(x.lo + 16 + 4 * u)}, x.scale[0], x.sum[0]};
 }
+template <int kOffset>
 __device__ __forceinline__ float dot_low_high(float d, int q_low, int q_high, const ActLowHigh& a) {
   const int hi = __dp4a(q_high, a.h[1], __dp4a(q_low, a.h[0], 0)), lo = __dp4a(q_high, a.l[1], __dp4a(q_low, a.l[0], 0));
-  return d * a.s * combine(hi, lo);
+  return d * a.s * fmaf(-0.25f * kOffset, a.sum, combine(hi, lo));
 }
 
 struct MvQ4_0 {
@@ -88,9 +92,7 @@ struct MvQ4_0 {
   using Act = ActLowHigh;
   __device__ static W fetch(const uint8_t* b, int u) { return {ld_i32_a2(b + 2 + 4 * u), kern::ld_half(b)}; }
   __device__ static Act load(XBlock x, int u) { return load_low_high(x, u); }
-  __device__ static float dot(const W& w, int, const Act& a) {
-    return dot_low_high(w.d, __vsub4(w.q & 0x0F0F0F0F, 0x08080808), __vsub4((w.q >> 4) & 0x0F0F0F0F, 0x08080808), a);
-  }
+  __device__ static float dot(const W& w, int, const Act& a) { return dot_low_high<8>(w.d, w.q & 0x0F0F0F0F, (w.q >> 4) & 0x0F0F0F0F, a); }
 };
 
 struct MvQ5_0 {
@@ -102,8 +104,8 @@ struct MvQ5_0 {
   }
   __device__ static Act load(XBlock x, int u) { return load_low_high(x, u); }
   __device__ static float dot(const W& w, int u, const Act& a) {
-    return dot_low_high(w.d, __vsub4((w.q & 0x0F0F0F0F) | spread4((w.qh >> (4 * u)) & 0xF), 0x10101010),
-                        __vsub4(((w.q >> 4) & 0x0F0F0F0F) | spread4((w.qh >> (16 + 4 * u)) & 0xF), 0x10101010), a);
+    return dot_low_high<16>(w.d, (w.q & 0x0F0F0F0F) | spread4((w.qh >> (4 * u)) & 0xF),
+                            ((w.q >> 4) & 0x0F0F0F0F) | spread4((w.qh >> (16 + 4 * u)) & 0xF), a);
   }
 };
 
@@ -273,6 +275,7 @@ struct MvJobs {
   int n;
   bool prefetch;  // small launch: pull each warp's rows into L2 before waiting for the previous kernel
   int second_row;  // launch rows from here on are in the second format (a mixed launch), else INT_MAX
+  int span_stride;  // span kernel: shared-memory bytes a warp (its rows of every matrix)
 };
 
 // One warp's kRows rows of each of kMats matrices (rows r.. of w[m]) against x, summed per lane
@@ -314,11 +317,29 @@ __device__ __forceinline__ void rows_dot(const uint8_t* const (&w)[2], size_t ro
   }
 }
 
+// Copies n bytes (n % 8 == 0, both ends 8-byte aligned; 16-byte copies where 16-aligned) from
+// global to shared memory with cp.async, the warp's lanes taking turns; cp.async.wait_all and a
+// __syncwarp make them visible to the warp.
+__device__ __forceinline__ void warp_copy_async(uint8_t* dst, const uint8_t* src, int n, bool aligned16) {
+  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  if (aligned16) {
+    for (int off = 16 * threadIdx.x; off < n; off += 16 * kWarp)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d + off), "l"(src + off) : "memory");
+  } else {
+    for (int off = 8 * threadIdx.x; off < n; off += 8 * kWarp)
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(d + off), "l"(src + off) : "memory");
+  }
+}
+
 // kWarps warps per block, each on kRows consecutive rows of one matrix (of both matrices in
 // swiglu mode), so one load of the activations serves all of them (rows_dot). At most 128
 // registers a thread, so that 16 warps fit an SM. U: the format of the launch rows from
 // jobs.second_row on (U = T: one format).
-template <class T, class U, MatvecMode kMode, int kWarps, int kRows>
+// kSpan (narrow rows): each warp first copies its rows whole into shared memory, before it
+// waits for the previous kernel, so that all of its bytes are in flight at once without
+// holding registers (in the register loop a lane's share of a few blocks is all it can keep in
+// flight, and the 0.5B's 616-byte rows take four round trips to memory).
+template <class T, class U, MatvecMode kMode, int kWarps, int kRows, bool kSpan>
 __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(MvJobs jobs, Q8Act x, int cols, Q8Act hq,
                                                                                    MatvecTail tail) {
   constexpr int kBlockRows = kWarps * kRows;
@@ -327,22 +348,38 @@ __global__ void __launch_bounds__(kWarp* kWarps, 16 / kWarps) matvec_q8_kernel(M
   int r = r0;
   const MvJob J = kern::job_of_row<kMode>(jobs, r);
   const bool live = r < J.rows;
-  const uint8_t* const w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
+  const uint8_t* w[2] = {J.w, jobs.job[1].w};  // w[1]: the up matrix in swiglu mode
+  int rw = r;                                  // the warp's first row in w
   const int lane = threadIdx.x;
-  // Weights do not depend on earlier kernels: start pulling the rows into L2 before waiting.
-  if (jobs.prefetch && live)
+  if constexpr (kSpan) {
+    extern __shared__ __align__(16) uint8_t span_all[];
+    uint8_t* span = span_all + threadIdx.y * jobs.span_stride;
+    const int n = kRows * static_cast<int>(J.row_bytes);
+    const bool aligned16 = J.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(J.w) % 16 == 0 &&
+                           (kMats == 1 || reinterpret_cast<uintptr_t>(w[1]) % 16 == 0);
+    if (live)
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) warp_copy_async(span + m * n, w[m] + static_cast<size_t>(r) * J.row_bytes, n, aligned16);
+    w[0] = span, w[1] = span + n, rw = 0;
+  } else if (jobs.prefetch && live) {  // weights do not depend on earlier kernels: pull the rows into L2 before waiting
 #pragma unroll
     for (int m = 0; m < kMats; ++m)
       for (size_t off = lane * 128; off < kRows * J.row_bytes; off += kWarp * 128)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(w[m] + static_cast<size_t>(r) * J.row_bytes + off));
+  }
   kern::wait_for_producer();
   const kern::NormInParts in_part = kern::norm_in_load(tail);
+  if constexpr (kSpan) {
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    __syncwarp();
+  }
   float acc[kMats][kRows] = {};
+  const uint8_t* const wr[2] = {w[0], w[1]};
   if constexpr (std::is_same_v<T, U>) {
-    rows_dot<T, kMats, kRows>(w, J.row_bytes, r, live, x, cols, acc);
+    rows_dot<T, kMats, kRows>(wr, J.row_bytes, rw, live, x, cols, acc);
   } else {  // a mixed launch (q/k in one format, v in another): each warp's rows are in one
-    if (r0 >= jobs.second_row) rows_dot<U, kMats, kRows>(w, J.row_bytes, r, live, x, cols, acc);
-    else rows_dot<T, kMats, kRows>(w, J.row_bytes, r, live, x, cols, acc);
+    if (r0 >= jobs.second_row) rows_dot<U, kMats, kRows>(wr, J.row_bytes, rw, live, x, cols, acc);
+    else rows_dot<T, kMats, kRows>(wr, J.row_bytes, rw, live, x, cols, acc);
   }
   kern::allow_consumer();
   kern::finish_rows<kMode, kWarps, kRows>(acc, J, r, live, hq, tail, in_part);
@@ -495,6 +532,25 @@ int bulk_smem_limit() {  // leaves room for the static shared memory (barriers, 
 // wins on the 8B's down products and output head (33-430 MB), loses on the 1B's 19 MB gate/up,
 // and prefetching launches much over L2's size evicts their early lines before use.
 constexpr size_t kSmallLaunchBytes = 32u << 20;
+
+// The span kernel (a warp's rows copied whole into shared memory) takes launches whose warps
+// read at most this many bytes each.
+#ifndef ORCD_SPAN_MAX
+#define ORCD_SPAN_MAX 4096
+#endif
+constexpr int kSpanMaxBytes = ORCD_SPAN_MAX;
+
+// Shared memory a warp of the span kernel needs (its rows of every matrix), or 0 where the rows
+// are not 8-byte aligned for cp.async.
+int span_stride(std::span<const MatvecJob> jobs, MatvecMode mode, int rows_per_warp) {
+  size_t widest = 0;
+  for (const MatvecJob& j : jobs) {
+    if (j.w.row_bytes % 8 != 0 || reinterpret_cast<uintptr_t>(j.w.data) % 8 != 0) return 0;
+    widest = std::max(widest, j.w.row_bytes);
+  }
+  const size_t bytes = (mode == MatvecMode::swiglu ? 2 : 1) * rows_per_warp * widest;
+  return bytes % 16 == 0 ? static_cast<int>(bytes) : static_cast<int>(bytes + 8);  // keep each warp's span 16-byte aligned
+}
 
 template <typename F>
 bool dispatch_q8(const QMatrix& w, F&& f) {
@@ -679,7 +735,10 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   }
   p.n = static_cast<int>(jobs.size());
   p.prefetch = bytes <= kSmallLaunchBytes;
+  p.span_stride = 0;
   if (mode == MatvecMode::swiglu) rows = jobs[0].w.rows;
+  const int asked_rows_per_warp = rows_per_warp;
+  if (out_q && rows_per_warp == 1) throw std::invalid_argument("matvec_q8: a quantized output takes 2 or 4 rows a warp");
   if (rows_per_warp == 0 && t.norm_out.weight) rows_per_warp = emit_norm_rows_per_warp(jobs);
   if (rows_per_warp == 0) rows_per_warp = matvec_rows_per_warp(jobs, mode);
   if (rows_per_warp != 1 && rows_per_warp != 2 && rows_per_warp != 4)
@@ -688,14 +747,35 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     if (j.w.rows % rows_per_warp != 0) throw std::invalid_argument("matvec_q8: every matrix's rows must be a multiple of the rows a warp");
   const int cols = static_cast<int>(jobs[0].w.cols);
   const Q8Act hq = out_q ? *out_q : Q8Act{};
+  // The span kernel's shared memory a warp for kRows rows a warp where it runs (forced, or
+  // chosen for narrow rows), else 0.
+  auto span_of = [&](int k_rows) {
+    const int span = span_stride(jobs, mode, k_rows);
+    if (kernel == MatvecKernel::span && span == 0) throw std::invalid_argument("matvec_q8: the span kernel needs 8-byte-aligned rows");
+    return kernel == MatvecKernel::span || (kernel == MatvecKernel::automatic && span <= kSpanMaxBytes) ? span : 0;
+  };
+  // Launches `regs` or, with a span, `spans` (the register kernel without or with kSpan) with
+  // `blocks` blocks of kWarps warps.
+  auto launch_reg = [&]<int kWarps>(auto* regs, auto* spans, int span, int64_t blocks, unsigned cluster) {
+    p.span_stride = span;
+    if (span == 0) {
+      kern::launch_pdl(regs, kern::LaunchShape{dim3(blocks), dim3(kWarp, kWarps), 0, cluster}, stream, p, x, cols, hq, t);
+      return;
+    }
+    const int smem = kWarps * span;
+    if (smem > bulk_smem_limit()) throw std::invalid_argument("matvec_q8: these rows do not fit the span kernel's shared memory");
+    if (smem > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(spans, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));  // must be asked for
+    kern::launch_pdl(spans, kern::LaunchShape{dim3(blocks), dim3(kWarp, kWarps), static_cast<size_t>(smem), cluster}, stream, p, x, cols, hq, t);
+  };
   if (mixed) {  // store mode, register kernel (matvec_q8_can_mix)
     dispatch_q8(jobs[0].w, [&]<class T>() {
       if constexpr (mixes_first<T>()) {
         dispatch_q8(jobs[split].w, [&]<class U>() {
           if constexpr (mixes_second<U>()) {
             with_rows_per_warp(rows_per_warp, [&]<int kRows>() {
-              kern::launch_pdl(matvec_q8_kernel<T, U, MatvecMode::store, kWarpsPerBlock, kRows>, kern::ceil_div(rows, kWarpsPerBlock * kRows),
-                               dim3(kWarp, kWarpsPerBlock), 0, stream, p, x, cols, hq, t);
+              launch_reg.template operator()<kWarpsPerBlock>(matvec_q8_kernel<T, U, MatvecMode::store, kWarpsPerBlock, kRows, false>,
+                                                             matvec_q8_kernel<T, U, MatvecMode::store, kWarpsPerBlock, kRows, true>,
+                                                             span_of(kRows), kern::ceil_div(rows, kWarpsPerBlock * kRows), 1u);
             });
           }
         });
@@ -703,6 +783,21 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     });
     return;
   }
+  // A swiglu launch that quantizes its output computes 32 rows a block (quantized together): 16
+  // warps of 2 rows where all of its blocks are resident at once (each warp's rows then arrive
+  // in half the round trips to memory), else 8 warps of 4 (twice the blocks resident). Measured
+  // (docs/PERFORMANCE.md, step 40): 16 x 2 took the 0.5B from 1,248 to 1,266 tok/s; in two
+  // rounds of blocks it lost 3% on the 1B.
+  auto all_resident_at_once = [&]<class T, int kWarps, int kRows>(int64_t n_rows, int span) {
+    int per_sm = 0;
+    if (span > 0)
+      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_q8_kernel<T, T, MatvecMode::swiglu, kWarps, kRows, true>,
+                                                               kWarp * kWarps, static_cast<size_t>(kWarps) * span));
+    else
+      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_q8_kernel<T, T, MatvecMode::swiglu, kWarps, kRows, false>,
+                                                               kWarp * kWarps, 0));
+    return kern::ceil_div(n_rows, kWarps * kRows) <= static_cast<int64_t>(per_sm) * sm_count();
+  };
   dispatch_q8(jobs[0].w, [&]<class T>() {
     // Bulk copies for large launches whose rows split into whole 16-byte-aligned chunks (sm_90).
     bool can_bulk = bulk_copies_supported() && cols % (bulk_chunk<T>() * T::kElems) == 0;
@@ -714,7 +809,8 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
       const bool fits = can_bulk && smem <= bulk_smem_limit();
       if (kernel == MatvecKernel::bulk && !fits)
         throw std::invalid_argument("matvec_q8: these rows do not split into bulk-copy chunks on this device");
-      if (kernel == MatvecKernel::bulk || (kernel == MatvecKernel::automatic && fits && !p.prefetch)) {
+      const int span = kernel == MatvecKernel::bulk ? 0 : span_of(kRows);
+      if (kernel == MatvecKernel::bulk || (kernel == MatvecKernel::automatic && fits && !p.prefetch && span == 0)) {
         static const bool sized = [] {  // once per instantiation: more than 48 KiB must be asked for
           CUDA_CHECK(cudaFuncSetAttribute(matvec_bulk_kernel<T, kMode, kWarps, kRows>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
           return true;
@@ -723,8 +819,8 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
         kern::launch_pdl(matvec_bulk_kernel<T, kMode, kWarps, kRows>, kern::LaunchShape{dim3(blocks), dim3(kWarp, kWarps), smem, cluster}, stream,
                          p, x, cols, hq, t);
       } else {
-        kern::launch_pdl(matvec_q8_kernel<T, T, kMode, kWarps, kRows>, kern::LaunchShape{dim3(blocks), dim3(kWarp, kWarps), 0, cluster}, stream, p,
-                         x, cols, hq, t);
+        launch_reg.template operator()<kWarps>(matvec_q8_kernel<T, T, kMode, kWarps, kRows, false>, matvec_q8_kernel<T, T, kMode, kWarps, kRows, true>,
+                                               span, blocks, cluster);
       }
     };
     auto by_rows = [&]<MatvecMode kMode>() {
@@ -732,8 +828,11 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
     };
     if (mode == MatvecMode::store) by_rows.template operator()<MatvecMode::store>();
     else if (mode == MatvecMode::accumulate) by_rows.template operator()<MatvecMode::accumulate>();
-    else if (out_q) run.template operator()<MatvecMode::swiglu, 8, 4>();  // 32 rows a block, quantized together
-    else by_rows.template operator()<MatvecMode::swiglu>();
+    else if (!out_q) by_rows.template operator()<MatvecMode::swiglu>();
+    else if (asked_rows_per_warp == 2 || (asked_rows_per_warp == 0 && kernel != MatvecKernel::bulk &&
+                                          all_resident_at_once.template operator()<T, 16, 2>(rows, span_of(2))))
+      run.template operator()<MatvecMode::swiglu, 16, 2>();
+    else run.template operator()<MatvecMode::swiglu, 8, 4>();
   });
 }
 }  // namespace orcd
