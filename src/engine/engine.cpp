@@ -82,7 +82,8 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
   if (w.gemm) e->gemm_ = std::make_unique<TensorCoreGemm>(e->stream_, e->ws_.gemm.get(), w.gemm);
   e->ws_.logits = e->alloc_->alloc(static_cast<size_t>(c.n_vocab) * 4, VramPurpose::logits, "logits");
   e->ws_.last_hidden = e->alloc_->alloc(c.n_embd * 4, VramPurpose::logits, "final hidden state");
-  e->ws_.token = e->alloc_->alloc(64, VramPurpose::logits, "sampled token");
+  e->ws_.token = e->alloc_->alloc(sample_buffer_bytes(), VramPurpose::logits, "sampled token");
+  CUDA_CHECK(cudaMemsetAsync(e->ws_.token.get(), 0, sample_buffer_bytes(), e->stream_));
   CUDA_CHECK(cudaStreamSynchronize(e->stream_));
   e->admission_.commit();
   return e;
@@ -106,7 +107,7 @@ void InferenceEngine::forward(std::span<const int32_t> tokens, int start_pos) {
   CUDA_CHECK(cudaSetDevice(opt_.device));
   if (tokens.size() == 1) {
     // Inputs of the graph: the token and its position, read on the device by its kernels.
-    launch_set_decode_step(nullptr, tokens[0], start_pos, ws_.step.as<int32_t>(), stream_);
+    launch_set_decode_step(tokens[0], start_pos, ws_.step.as<int32_t>(), stream_);
     launch_decode_graph();
     return;
   }
@@ -144,18 +145,19 @@ std::vector<float> InferenceEngine::logits() const {
   return out;
 }
 
-void InferenceEngine::enqueue_sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step) {
+void InferenceEngine::enqueue_sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step, int next_pos) {
   const int n_hist = static_cast<int>(std::min<size_t>({history.size(), static_cast<size_t>(std::max(0, p.penalty_last_n)), 4096}));
   if (p.repetition_penalty != 1.0f && n_hist > 0) {
     CUDA_CHECK(cudaMemcpyAsync(ws_.history.get(), history.data() + history.size() - n_hist, n_hist * 4, cudaMemcpyHostToDevice, stream_));
     launch_repetition_penalty(ws_.logits.as<float>(), ws_.history.as<int32_t>(), n_hist, p.repetition_penalty, stream_);
   }
-  launch_sample(ws_.logits.as<float>(), cfg_.n_vocab, p, step, ws_.token.as<int32_t>(), stream_);
+  int32_t* step_out = next_pos >= 0 ? ws_.step.as<int32_t>() : nullptr;  // the next decode step's inputs, written by the sampler
+  launch_sample(ws_.logits.as<float>(), cfg_.n_vocab, p, step, ws_.token.as<int32_t>(), stream_, step_out, next_pos);
 }
 
 int32_t InferenceEngine::sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step) {
   CUDA_CHECK(cudaSetDevice(opt_.device));
-  enqueue_sample(p, history, step);
+  enqueue_sample(p, history, step, -1);
   int32_t tok = -1;
   CUDA_CHECK(cudaMemcpyAsync(&tok, ws_.token.get(), 4, cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -167,9 +169,8 @@ int32_t InferenceEngine::sample_and_step(const SamplingParams& p, std::span<cons
   if (next_pos >= n_ctx_)
     throw std::out_of_range("sample_and_step: position " + std::to_string(next_pos) + " is past the context of " + std::to_string(n_ctx_));
   CUDA_CHECK(cudaSetDevice(opt_.device));
-  enqueue_sample(p, history, step);
+  enqueue_sample(p, history, step, next_pos);
   CUDA_CHECK(cudaEventRecord(sampled_, stream_));
-  launch_set_decode_step(ws_.token.as<int32_t>(), 0, next_pos, ws_.step.as<int32_t>(), stream_);
   launch_decode_graph();
   // The token is read on a second stream that waits for the sampling only, not for the step.
   int32_t tok = -1;

@@ -69,7 +69,8 @@ class InferenceEngine {
   void forward_chunk(const int32_t* tokens, int n, int start_pos, bool last_chunk);
   void decode_step();  // one token, inputs in ws_.step; captured as a graph
   void launch_decode_graph();  // captures it on first use
-  void enqueue_sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step);
+  // next_pos >= 0: the sampler also writes the next decode step's inputs (token, next_pos).
+  void enqueue_sample(const SamplingParams& p, std::span<const int32_t> history, uint64_t step, int next_pos);
   // Decode: y (+)= W x through the integer mat-vec where the types allow, else the float matmul.
   // `x_quantized`: the quantized buffer (xq_buffer, default ws_.xq) already holds x. Returns
   // true when the swiglu product was also quantized into out_q (a fused launch).

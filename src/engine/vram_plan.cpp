@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "engine/kernels/kernels.h"
+#include "engine/kernels/sampling.h"
 #include "engine/model.h"
 #include "gguf/gguf.h"
 #include "vram/device_allocator.h"
@@ -59,7 +60,7 @@ VramPlan plan_vram(const GgufFile& f, const ModelConfig& c, int n_ctx, int max_b
   p.weights = weights_vram_bytes(f);
   p.kv_cache = 2 * P(static_cast<uint64_t>(c.n_layers) * n_ctx * c.kv_dim() * 2);  // K and V, f16
   p.workspace = workspace_sizes(c, n_ctx, max_batch_tokens).total_padded();
-  p.logits = P(static_cast<uint64_t>(c.n_vocab) * 4) + P(c.n_embd * 4) + P(64);
+  p.logits = P(static_cast<uint64_t>(c.n_vocab) * 4) + P(c.n_embd * 4) + P(sample_buffer_bytes());
   return p;
 }
 

@@ -446,7 +446,8 @@ namespace {
 int32_t sample_once(Gpu& g, const std::vector<float>& logits, const SamplingParams& p, uint64_t step,
                     const std::vector<int32_t>& history = {}) {
   auto ld = g.upload(logits);
-  auto out = g.alloc.alloc(4, VramPurpose::workspace, "token");
+  auto out = g.alloc.alloc(sample_buffer_bytes(), VramPurpose::workspace, "token");
+  CUDA_CHECK(cudaMemset(out.get(), 0, sample_buffer_bytes()));
   if (!history.empty()) {
     auto hd = g.upload(history);
     launch_repetition_penalty(ld.as<float>(), hd.as<int32_t>(), static_cast<int>(history.size()), p.repetition_penalty, nullptr);
@@ -477,6 +478,48 @@ TEST(SamplingGpu, GreedyPicksTheLowestIdAmongMaxima) {
   EXPECT_EQ(sample_once(g, odd, p, 0), 32000);
   odd[31998] = 7.0f;
   EXPECT_EQ(sample_once(g, odd, p, 0), 31998);
+}
+
+// The greedy pick runs over many blocks whose last one to finish picks among their results and
+// resets the count for the next launch: one buffer serves every launch here, over widths from
+// a single element to past the largest grid, each against the host's first maximum. Both
+// paths also write the next decode step's inputs when asked.
+TEST(SamplingGpu, GreedyOverManyBlocksMatchesTheHostAndWritesTheNextStep) {
+  ORCD_REQUIRE_GPU();
+  Gpu g;
+  auto buf = g.alloc.alloc(sample_buffer_bytes(), VramPurpose::workspace, "sample buffer");
+  CUDA_CHECK(cudaMemset(buf.get(), 0, sample_buffer_bytes()));
+  auto step = g.alloc.alloc(8, VramPurpose::workspace, "step");
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  int n_checked = 0;
+  for (int vocab : {1, 3, 100, 2049, 32001, 151936, 700003}) {
+    for (int rep = 0; rep < 3; ++rep) {
+      auto logits = random_floats(vocab, -5, 5);
+      if (rep == 1 && vocab > 10) logits[vocab / 3] = logits[vocab - 2] = 6.0f;  // a tie across blocks
+      if (rep == 2) logits[vocab - 1] = 7.0f;
+      const int32_t want = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      auto ld = g.upload(logits);
+      const int32_t pos = 1000 + n_checked;
+      launch_sample(ld.as<float>(), vocab, greedy, 0, buf.as<int32_t>(), nullptr, step.as<int32_t>(), pos);
+      const auto got_step = g.download<int32_t>(step, 2);
+      ASSERT_EQ(g.download<int32_t>(buf, 1)[0], want) << "vocab " << vocab << " rep " << rep;
+      EXPECT_EQ(got_step[0], want);
+      EXPECT_EQ(got_step[1], pos);
+      ++n_checked;
+    }
+  }
+  // The sampled path writes the step too: one candidate left by top-k 1.
+  auto logits = random_floats(5000, -5, 5);
+  logits[4321] = 9.0f;
+  auto ld = g.upload(logits);
+  SamplingParams p;
+  p.temperature = 1, p.top_k = 1;
+  launch_sample(ld.as<float>(), 5000, p, 7, buf.as<int32_t>(), nullptr, step.as<int32_t>(), 77);
+  const auto got_step = g.download<int32_t>(step, 2);
+  EXPECT_EQ(g.download<int32_t>(buf, 1)[0], 4321);
+  EXPECT_EQ(got_step[0], 4321);
+  EXPECT_EQ(got_step[1], 77);
 }
 
 TEST(SamplingGpu, SeededDrawsAreReproducibleAndFollowTheDistribution) {

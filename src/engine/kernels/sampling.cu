@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "common/cuda_check.h"
 #include "engine/kernels/common.cuh"
 #include "engine/kernels/sampling.h"
@@ -58,7 +60,59 @@ __global__ void penalty_kernel(float* logits, const int32_t* __restrict__ hist, 
   logits[tok] = l > 0.0f ? l / penalty : l * penalty;
 }
 
-__global__ void sample_kernel(float* __restrict__ logits, int vocab, SamplingParams p, uint64_t step, int32_t* out) {
+// The greedy pick split over blocks: each block's best goes to `partial`, and the last block to
+// finish (counted in *done) picks among them, writes the token (and the next decode step's
+// inputs) and resets the count for the next launch. One block reading ~600 KB of logits took
+// ~11 µs on the H100; this is one round trip to memory and a short reduction.
+constexpr int kArgmaxThreads = 256, kArgmaxMaxBlocks = 256, kArgmaxPerThread = 8;
+static_assert(kArgmaxMaxBlocks <= kArgmaxThreads);
+
+struct SampleScratch {  // the layout of the buffer launch_sample writes (sample_buffer_bytes)
+  int32_t token;
+  unsigned done;
+  ArgMax partial[kArgmaxMaxBlocks];
+};
+
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const float* __restrict__ logits, int vocab, SampleScratch* s, int32_t* step_out,
+                                                                int32_t next_pos) {
+  __shared__ ArgMax scratch[32];
+  __shared__ bool last;
+  const int per_block = kern::ceil_div(vocab, static_cast<int>(gridDim.x) * 4) * 4;
+  const int b = blockIdx.x * per_block, e = min(vocab, b + per_block);
+  ArgMax best{-INFINITY, 0x7fffffff};
+  if (vocab % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0) {
+    const auto* l4 = reinterpret_cast<const float4*>(logits);
+    for (int j = b / 4 + threadIdx.x; j < e / 4; j += kArgmaxThreads) {
+      const float4 v = l4[j];
+      best = better(best, ArgMax{v.x, 4 * j});
+      best = better(best, ArgMax{v.y, 4 * j + 1});
+      best = better(best, ArgMax{v.z, 4 * j + 2});
+      best = better(best, ArgMax{v.w, 4 * j + 3});
+    }
+  } else {
+    for (int i = b + threadIdx.x; i < e; i += kArgmaxThreads) best = better(best, ArgMax{logits[i], i});
+  }
+  best = block_argmax(best, scratch);
+  if (threadIdx.x == 0) {
+    s->partial[blockIdx.x] = best;
+    __threadfence();  // the partial result is visible before the count says so
+    last = atomicAdd(&s->done, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const volatile ArgMax* part = s->partial;
+  ArgMax a = threadIdx.x < gridDim.x ? ArgMax{part[threadIdx.x].v, part[threadIdx.x].i} : ArgMax{-INFINITY, 0x7fffffff};
+  a = block_argmax(a, scratch);
+  if (threadIdx.x == 0) {
+    s->token = a.i;
+    s->done = 0;
+    if (step_out) step_out[0] = a.i, step_out[1] = next_pos;
+  }
+}
+
+__global__ void sample_kernel(float* __restrict__ logits, int vocab, SamplingParams p, uint64_t step, int32_t* out, int32_t* step_out,
+                              int32_t next_pos) {
   __shared__ ArgMax am_scratch[32];
   __shared__ float red[32];
   __shared__ float chunk_prefix[kThreads];
@@ -82,10 +136,6 @@ __global__ void sample_kernel(float* __restrict__ logits, int vocab, SamplingPar
   }
   for (int i = tail + threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{logits[i], i});
   best = block_argmax(best, am_scratch);
-  if (p.temperature <= 0.0f) {
-    if (threadIdx.x == 0) *out = best.i;
-    return;
-  }
 
   // Tempered logits; probabilities are exp(l - max) up to a common factor.
   const float inv_t = 1.0f / p.temperature;
@@ -169,17 +219,21 @@ __global__ void sample_kernel(float* __restrict__ logits, int vocab, SamplingPar
     }
     if (pick >= 0) *out = pick;
   }
+  if (step_out) {
+    __syncthreads();  // the pick's write is visible to the block
+    if (threadIdx.x == 0) step_out[0] = *out, step_out[1] = next_pos;
+  }
 }
 
-__global__ void set_decode_step_kernel(const int32_t* token_dev, int32_t token, int32_t pos, int32_t* step) {
-  step[0] = token_dev ? *token_dev : token;
+__global__ void set_decode_step_kernel(int32_t token, int32_t pos, int32_t* step) {
+  step[0] = token;
   step[1] = pos;
 }
 
 }  // namespace
 
-void launch_set_decode_step(const int32_t* token_dev, int32_t token, int32_t pos, int32_t* step, cudaStream_t stream) {
-  set_decode_step_kernel<<<1, 1, 0, stream>>>(token_dev, token, pos, step);
+void launch_set_decode_step(int32_t token, int32_t pos, int32_t* step, cudaStream_t stream) {
+  set_decode_step_kernel<<<1, 1, 0, stream>>>(token, pos, step);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -189,8 +243,16 @@ void launch_repetition_penalty(float* logits, const int32_t* history, int n_hist
   CUDA_CHECK_LAUNCH();
 }
 
-void launch_sample(float* logits, int vocab, const SamplingParams& p, uint64_t step, int32_t* out_token, cudaStream_t stream) {
-  sample_kernel<<<1, kThreads, 0, stream>>>(logits, vocab, p, step, out_token);
+size_t sample_buffer_bytes() { return sizeof(SampleScratch); }
+
+void launch_sample(float* logits, int vocab, const SamplingParams& p, uint64_t step, int32_t* out_token, cudaStream_t stream, int32_t* step_out,
+                   int32_t next_pos) {
+  if (p.temperature <= 0.0f) {
+    const int blocks = std::clamp(kern::ceil_div(vocab, kArgmaxThreads * kArgmaxPerThread), 1, kArgmaxMaxBlocks);
+    argmax_kernel<<<blocks, kArgmaxThreads, 0, stream>>>(logits, vocab, reinterpret_cast<SampleScratch*>(out_token), step_out, next_pos);
+  } else {
+    sample_kernel<<<1, kThreads, 0, stream>>>(logits, vocab, p, step, out_token, step_out, next_pos);
+  }
   CUDA_CHECK_LAUNCH();
 }
 
