@@ -27,6 +27,9 @@ constexpr int kMaxGroup = 8;        // query heads per KV head the decode kernel
 // Thread groups of the decode merge, each over a share of the splits: kMergeGroups for a head
 // merged by one block, kSliceMergeGroups where a wider head is merged kMergeSlice dims a block.
 constexpr int kMergeGroups = 8, kSliceMergeGroups = 16, kMergeSlice = 64;
+// Partial values a merge thread loads before the splits' weights are known (docs/PERFORMANCE.md,
+// step 47: 1 was best at depth 0 but left the 8B's depth 4096 where it was; 4 gains there).
+constexpr int kMergePrefetch = 4;
 constexpr int kMergeSums = kMergeGroups * kMaxHeadDim;  // the merge's partial sums, [groups][dims]
 static_assert(kSliceMergeGroups * kMergeSlice <= kMergeSums);
 static_assert(kMaxGroupSplits >= kMaxSplits);
@@ -332,6 +335,19 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
   const int h = blockIdx.x, t = blockIdx.y;
   const int hd = p.head_dim;
   const float* base = partial + (static_cast<int64_t>(t) * p.n_heads + h) * n_splits * (hd + 2);
+  // `groups` groups of threads take every groups-th split each (the dims across a group's
+  // threads), so that each thread's chain of loads is that much shorter; a wide head's dims
+  // may be split over several blocks (gridDim.z slices of `slice` dims). A thread's first
+  // kMergePrefetch values do not depend on the splits' maxima, so they are loaded with them:
+  // round trips to memory fewer in the chain. Each is used only if its split is live.
+  const int per_group = blockDim.x / groups, grp = threadIdx.x / per_group;
+  const int slice = hd / gridDim.z, d0 = blockIdx.z * slice, d_first = threadIdx.x % per_group;
+  float pre[kMergePrefetch];
+#pragma unroll
+  for (int k = 0; k < kMergePrefetch; ++k) {
+    const int s = grp + k * groups;
+    pre[k] = s < n_splits && d_first < slice ? base[s * (hd + 2) + 2 + d0 + d_first] : 0.0f;
+  }
   // The splits holding positions are a prefix (the decode launch is sized for the whole cache),
   // so everything after the first pass runs over that prefix only. Each split's max and sum are
   // read once, together, into shared memory (wgt[] holds the max until it becomes the weight).
@@ -353,16 +369,16 @@ __global__ void attention_combine_kernel(const float* __restrict__ partial, floa
   }
   l = kern::block_sum(l, red);  // its barriers also publish wgt[]
   const float inv_l = 1.0f / l;
-  // `groups` groups of threads take every groups-th split each (the dims across a group's
-  // threads), so that each thread's chain of loads is that much shorter; a wide head's dims
-  // may be split over several blocks (gridDim.z slices of `slice` dims).
   __shared__ float sums[kMergeSums];  // [groups][slice]
-  const int per_group = blockDim.x / groups, grp = threadIdx.x / per_group;
-  const int slice = hd / gridDim.z, d0 = blockIdx.z * slice;
-  for (int d = threadIdx.x % per_group; d < slice; d += per_group) {
+  for (int d = d_first; d < slice; d += per_group) {
     float acc = 0.0f;
+    int s = grp;
+    if (d == d_first)
+#pragma unroll
+      for (int k = 0; k < kMergePrefetch; ++k, s += groups)
+        if (s < n_live) acc += pre[k] * wgt[s];
 #pragma unroll 4
-    for (int s = grp; s < n_live; s += groups) acc += base[s * (hd + 2) + 2 + d0 + d] * wgt[s];
+    for (; s < n_live; s += groups) acc += base[s * (hd + 2) + 2 + d0 + d] * wgt[s];
     sums[grp * slice + d] = acc;
   }
   __syncthreads();
