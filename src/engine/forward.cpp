@@ -211,6 +211,7 @@ void InferenceEngine::decode_step() {
     t.norm_in = fused;
     return {true, ws_.nq.get()};
   };
+  const MatvecJob head{weights_.output, ws_.logits.as<float>()};
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     __half* kc = k_cache_.as<__half>() + l * layer_kv;
@@ -238,14 +239,12 @@ void InferenceEngine::decode_step() {
       const MatvecJob next[3] = {{N.wq, q, N.bq}, {N.wk, k, N.bk}, {N.wv, v, N.bv}};
       residual({L.w_down, x}, hb, h_q8, h_q8 ? ws_.hq.get() : nullptr, N.attn_norm, next, MatvecMode::store);
     } else {
-      const MatvecJob head{weights_.output, ws_.logits.as<float>()};
       residual({L.w_down, x}, hb, h_q8, h_q8 ? ws_.hq.get() : nullptr, weights_.output_norm, std::span(&head, 1), MatvecMode::store);
     }
   }
   float* last = ws_.last_hidden.as<float>();
   MatvecTail t;
   const auto [q8, in_buf] = norm_input(weights_.output_norm, last, t);
-  const MatvecJob head{weights_.output, ws_.logits.as<float>()};
   decode_linear(std::span(&head, 1), last, q8, MatvecMode::store, nullptr, in_buf, in_fused ? &t : nullptr);
 }
 

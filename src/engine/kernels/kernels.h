@@ -118,7 +118,7 @@ struct MatvecTail {
 // and forcing one where it cannot run throws std::invalid_argument.
 // Matrices usually share one format; a store-mode launch may also take a run of matrices in a
 // K-quant or 4/5-bit format followed by a run in Q8_0 or Q6_K (q/k, then a "more bits" v) when
-// matvec_q8_can_mix says so: one launch instead of two, through the register kernel.
+// matvec_q8_can_mix says so: one launch instead of two, through the register or span kernel.
 enum class MatvecKernel { automatic, registers, bulk, span };
 bool matvec_q8_can_mix(std::span<const MatvecJob> jobs, MatvecMode mode);
 void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMode mode, cudaStream_t stream, const Q8Act* out_q = nullptr,

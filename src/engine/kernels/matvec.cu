@@ -299,11 +299,9 @@ int bulk_smem_limit() {  // leaves room for the static shared memory (barriers, 
 constexpr size_t kSmallLaunchBytes = 32u << 20;
 
 // The span kernel (a warp's rows copied whole into shared memory) takes launches whose warps
-// read at most this many bytes each.
-#ifndef ORCD_SPAN_MAX
-#define ORCD_SPAN_MAX 4096
-#endif
-constexpr int kSpanMaxBytes = ORCD_SPAN_MAX;
+// read at most this many bytes each. Measured (docs/PERFORMANCE.md, step 40): at 8 and 16 KiB
+// it also took the 0.5B's 8 x 4 SwiGLU and the 8B's q/k/v and output products, each slower.
+constexpr int kSpanMaxBytes = 4096;
 
 // Shared memory a warp of the span kernel needs (its rows of every matrix), or 0 where the rows
 // are not 8-byte aligned for cp.async.
@@ -554,13 +552,9 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   // (docs/PERFORMANCE.md, step 40): 16 x 2 took the 0.5B from 1,248 to 1,266 tok/s; in two
   // rounds of blocks it lost 3% on the 1B.
   auto all_resident_at_once = [&]<class T, int kWarps, int kRows>(int64_t n_rows, int span) {
+    auto* k = span > 0 ? matvec_q8_kernel<T, T, MatvecMode::swiglu, kWarps, kRows, true> : matvec_q8_kernel<T, T, MatvecMode::swiglu, kWarps, kRows, false>;
     int per_sm = 0;
-    if (span > 0)
-      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_q8_kernel<T, T, MatvecMode::swiglu, kWarps, kRows, true>,
-                                                               kWarp * kWarps, static_cast<size_t>(kWarps) * span));
-    else
-      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_q8_kernel<T, T, MatvecMode::swiglu, kWarps, kRows, false>,
-                                                               kWarp * kWarps, 0));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, kWarp * kWarps, static_cast<size_t>(kWarps) * span));
     return kern::ceil_div(n_rows, kWarps * kRows) <= static_cast<int64_t>(per_sm) * sm_count();
   };
   dispatch_q8(jobs[0].w, [&]<class T>() {

@@ -29,6 +29,7 @@ struct ArgMax {
   float v;
   int i;
 };
+__device__ __forceinline__ ArgMax no_argmax() { return {-INFINITY, 0x7fffffff}; }  // -inf at the last id: any logit beats it
 __device__ __forceinline__ ArgMax better(ArgMax a, ArgMax b) {
   return (b.v > a.v || (b.v == a.v && b.i < a.i)) ? b : a;  // ties go to the lowest id
 }
@@ -42,12 +43,33 @@ __device__ ArgMax block_argmax(ArgMax a, ArgMax* scratch) {
   __syncthreads();
   if (lane == 0) scratch[warp] = a;
   __syncthreads();
-  a = lane < static_cast<int>(blockDim.x / 32) ? scratch[lane] : ArgMax{-INFINITY, 0x7fffffff};
+  a = lane < static_cast<int>(blockDim.x / 32) ? scratch[lane] : no_argmax();
   for (int o = 16; o > 0; o >>= 1) {
     ArgMax other{__shfl_xor_sync(0xffffffffu, a.v, o), __shfl_xor_sync(0xffffffffu, a.i, o)};
     a = better(a, other);
   }
   return a;
+}
+
+// The best of logits[b, e) among this thread's elements (the block's threads take turns; b is a
+// multiple of 4). 16-byte loads where the row allows, several in flight a thread: a row is up
+// to ~600 KB, so the loads' latency, not the compares, sets the time.
+__device__ ArgMax thread_argmax(const float* __restrict__ logits, int vocab, int b, int e) {
+  ArgMax best = no_argmax();
+  if (vocab % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0) {
+    const auto* l4 = reinterpret_cast<const float4*>(logits);
+#pragma unroll 4
+    for (int j = b / 4 + threadIdx.x; j < e / 4; j += blockDim.x) {
+      const float4 v = l4[j];
+      best = better(best, ArgMax{v.x, 4 * j});
+      best = better(best, ArgMax{v.y, 4 * j + 1});
+      best = better(best, ArgMax{v.z, 4 * j + 2});
+      best = better(best, ArgMax{v.w, 4 * j + 3});
+    }
+  } else {
+    for (int i = b + threadIdx.x; i < e; i += blockDim.x) best = better(best, ArgMax{logits[i], i});
+  }
+  return best;
 }
 
 __global__ void penalty_kernel(float* logits, const int32_t* __restrict__ hist, int n, float penalty) {
@@ -79,20 +101,7 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const float* __r
   __shared__ bool last;
   const int per_block = kern::ceil_div(vocab, static_cast<int>(gridDim.x) * 4) * 4;
   const int b = blockIdx.x * per_block, e = min(vocab, b + per_block);
-  ArgMax best{-INFINITY, 0x7fffffff};
-  if (vocab % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0) {
-    const auto* l4 = reinterpret_cast<const float4*>(logits);
-    for (int j = b / 4 + threadIdx.x; j < e / 4; j += kArgmaxThreads) {
-      const float4 v = l4[j];
-      best = better(best, ArgMax{v.x, 4 * j});
-      best = better(best, ArgMax{v.y, 4 * j + 1});
-      best = better(best, ArgMax{v.z, 4 * j + 2});
-      best = better(best, ArgMax{v.w, 4 * j + 3});
-    }
-  } else {
-    for (int i = b + threadIdx.x; i < e; i += kArgmaxThreads) best = better(best, ArgMax{logits[i], i});
-  }
-  best = block_argmax(best, scratch);
+  const ArgMax best = block_argmax(thread_argmax(logits, vocab, b, e), scratch);
   if (threadIdx.x == 0) {
     s->partial[blockIdx.x] = best;
     __threadfence();  // the partial result is visible before the count says so
@@ -102,7 +111,7 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const float* __r
   if (!last) return;
   __threadfence();
   const volatile ArgMax* part = s->partial;
-  ArgMax a = threadIdx.x < gridDim.x ? ArgMax{part[threadIdx.x].v, part[threadIdx.x].i} : ArgMax{-INFINITY, 0x7fffffff};
+  ArgMax a = threadIdx.x < gridDim.x ? ArgMax{part[threadIdx.x].v, part[threadIdx.x].i} : no_argmax();
   a = block_argmax(a, scratch);
   if (threadIdx.x == 0) {
     s->token = a.i;
@@ -117,25 +126,8 @@ __global__ void sample_kernel(float* __restrict__ logits, int vocab, SamplingPar
   __shared__ float red[32];
   __shared__ float chunk_prefix[kThreads];
 
-  // One block reads the whole row: 16-byte loads, several in flight a thread (the row is up to
-  // ~600 KB, so the loads' latency, not the compares, sets the time).
-  ArgMax best{-INFINITY, 0x7fffffff};
-  int tail = 0;
-  if (vocab % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0) {
-    const auto* l4 = reinterpret_cast<const float4*>(logits);
-    const int n4 = vocab / 4;
-#pragma unroll 4
-    for (int j = threadIdx.x; j < n4; j += kThreads) {
-      const float4 v = l4[j];
-      best = better(best, ArgMax{v.x, 4 * j});
-      best = better(best, ArgMax{v.y, 4 * j + 1});
-      best = better(best, ArgMax{v.z, 4 * j + 2});
-      best = better(best, ArgMax{v.w, 4 * j + 3});
-    }
-    tail = vocab;
-  }
-  for (int i = tail + threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{logits[i], i});
-  best = block_argmax(best, am_scratch);
+  // One block reads the whole row.
+  ArgMax best = block_argmax(thread_argmax(logits, vocab, 0, vocab), am_scratch);
 
   // Tempered logits; probabilities are exp(l - max) up to a common factor.
   const float inv_t = 1.0f / p.temperature;
