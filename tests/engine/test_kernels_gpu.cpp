@@ -281,7 +281,7 @@ TEST(KernelsGpu, GetRowsMatchesReference) {
   ORCD_REQUIRE_GPU();
   Gpu g;
   // Q6_K rows of 2048 sit grouped (a tied Q6_K embedding of the 1B shape).
-  for (const auto [t, cols] : {std::pair{GgmlType::Q4_K, int64_t{512}}, std::pair{GgmlType::Q6_K, int64_t{2048}}}) {
+  for (const auto& [t, cols] : {std::pair{GgmlType::Q4_K, int64_t{512}}, std::pair{GgmlType::Q6_K, int64_t{2048}}}) {
     const int64_t rows = 50;
     const auto host = random_blocks(t, rows, cols);
     const std::vector<int32_t> ids = {49, 0, 7, 7, 31};

@@ -204,7 +204,7 @@ void check_norm_handoff(Gpu& g, GgmlType tp, GgmlType tc, int rpw, MatvecKernel 
 TEST(MatvecTailGpu, NormHandedFromTheResidualProductMatchesFloat64) {
   ORCD_REQUIRE_GPU();
   Gpu g;
-  for (const auto [tp, tc] : {std::pair{GgmlType::Q4_K, GgmlType::Q4_K}, std::pair{GgmlType::Q6_K, GgmlType::Q5_0},
+  for (const auto& [tp, tc] : {std::pair{GgmlType::Q4_K, GgmlType::Q4_K}, std::pair{GgmlType::Q6_K, GgmlType::Q5_0},
                               std::pair{GgmlType::Q8_0, GgmlType::Q6_K}, std::pair{GgmlType::Q5_K, GgmlType::Q8_0}}) {
     SCOPED_TRACE(std::string(ggml_type_name(tp)) + " -> " + std::string(ggml_type_name(tc)));
     for (int rpw : {1, 2, 4})
@@ -239,7 +239,7 @@ TEST(MatvecTailGpu, RopeAndCacheStoreInTheEpilogueMatchFloat64) {
 TEST(MatvecTailGpu, MixedFormatLaunchMatchesFloat64) {
   ORCD_REQUIRE_GPU();
   Gpu g;
-  for (const auto [t, tv] : {std::pair{GgmlType::Q4_K, GgmlType::Q6_K}, std::pair{GgmlType::Q5_0, GgmlType::Q8_0},
+  for (const auto& [t, tv] : {std::pair{GgmlType::Q4_K, GgmlType::Q6_K}, std::pair{GgmlType::Q5_0, GgmlType::Q8_0},
                              std::pair{GgmlType::Q4_0, GgmlType::Q8_0}, std::pair{GgmlType::Q5_K, GgmlType::Q6_K}}) {
     SCOPED_TRACE(std::string(ggml_type_name(t)) + " + " + std::string(ggml_type_name(tv)));
     for (int rpw : {1, 2, 4}) {
@@ -253,7 +253,7 @@ TEST(MatvecTailGpu, MixedFormatLaunchMatchesFloat64) {
 // Host-side checks only: no device needed.
 TEST(MatvecTail, RefusesLaunchesItCannotRunOn) {
   const QMatrix w{reinterpret_cast<const void*>(256), GgmlType::Q8_0, 64, 256, ggml_row_bytes(GgmlType::Q8_0, 256)};
-  float out[1];
+  float out[3];
   const MatvecJob one{w, out};
   const MatvecJob three[3] = {{w, out}, {w, out + 1}, {w, out + 2}};
   int pos = 0;

@@ -1,7 +1,7 @@
 // Decode-time matrix-vector products for F16 weights on float activations. Nothing to dequantize:
 // the kernel only has to keep enough 16-byte weight loads in flight to run at the memory's speed,
 // so each lane issues all its loads of an iteration (several rows, several column steps) before
-// it uses any of them. The activation vector stays in L1 and is read as float4.
+// it uses any of them. The weights stream past L1, so the activation vector stays there.
 #include <cuda_fp16.h>
 
 #include "common/cuda_check.h"
@@ -29,6 +29,15 @@ struct F16Jobs {
   F16Job job[3];
   int n;
 };
+
+// Each weight is read once a token: not kept in L1 (no_allocate), where it would evict the
+// activations that every row reads. Measured (docs/PERFORMANCE.md, step 48): the F16 8B went
+// from 163 to 178 tok/s; an L2 evict-first policy or a 256-byte L2 prefetch beside it did not help.
+__device__ __forceinline__ uint4 load_streaming(const __half* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
 
 __device__ __forceinline__ float dot8(uint4 w, const float* x) {
   const float4 x0 = *reinterpret_cast<const float4*>(x), x1 = *reinterpret_cast<const float4*>(x + 4);
@@ -59,7 +68,7 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerBlock) matvec_f16_kernel(F16Jo
 #pragma unroll
         for (int s = 0; s < kSteps; ++s) {
           const int c = c0 + s * kChunk;
-          v[m][i][s] = c < cols ? *reinterpret_cast<const uint4*>(w[m] + (r + i) * J.ld + c) : make_uint4(0, 0, 0, 0);
+          v[m][i][s] = c < cols ? load_streaming(w[m] + (r + i) * J.ld + c) : make_uint4(0, 0, 0, 0);
         }
   };
   // The weights do not depend on earlier kernels: the first step's loads are issued before
