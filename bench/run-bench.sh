@@ -69,8 +69,11 @@ lines = []
 gpu = copy = None
 rows = [l.split() for l in open(os.path.join(raw, "order"))] if os.path.exists(os.path.join(raw, "order")) else []
 has_llama = any(os.path.exists(os.path.join(raw, f"{n}.llama.json")) for n, _, _ in rows)
-head = "| model dims | quant | load s | pp512 t/s | tg128 t/s | tg128 @ d | depth loss | tg GB/s (of copy BW) | VRAM besides weights + KV |"
-sep = "|---|---|---|---|---|---|---|---|---|"
+# tg GB/s: the bytes a decode step reads (weights, one embedding row where the output matrix
+# is separate, K/V) over its time. Floor: issue 6's, the file's weight bytes over the copy
+# bandwidth, and tg128 as a share of it.
+head = "| model dims | quant | load s | pp512 t/s | tg128 t/s | tg128 @ d | depth loss | tg GB/s (of copy BW) | floor t/s (tg128 of it) | VRAM besides weights + KV |"
+sep = "|---|---|---|---|---|---|---|---|---|---|"
 if has_llama:
     head += " llama.cpp pp512 | llama.cpp tg128 | tg ratio |"
     sep += "---|---|---|"
@@ -84,10 +87,12 @@ for name, preset, scheme in rows:
     f = lambda r: f"{r['tok_s']:.0f} ± {r['tok_s_stddev']:.0f}" if r else "-"
     loss = f"{100 * (1 - tgd['tok_s'] / tg['tok_s']):.1f}%" if tg and tgd else "-"
     bw = f"{tg['gb_s']:.0f} ({100 * tg['bandwidth_fraction']:.0f}%)" if tg else "-"
+    floor = copy * 1e9 / res[0]["size_bytes"]
+    fl = f"{floor:.0f} ({100 * tg['tok_s'] / floor:.1f}%)" if tg else "-"
     vr = res[0].get("vram_by_purpose", {})
     other = sum(b for k, b in vr.items() if k not in ("weights", "kv_cache"))
     cells = [preset, res[0]["quant"] + f" ({scheme})", f"{res[0]['load_ms'] / 1e3:.2f}", f(pp), f(tg),
-             (f(tgd) + f" @ {tgd['depth']}") if tgd else "-", loss, bw, f"{other / 2**20:.1f} MiB (ctx {res[0].get('n_ctx')})"]
+             (f(tgd) + f" @ {tgd['depth']}") if tgd else "-", loss, bw, fl, f"{other / 2**20:.1f} MiB (ctx {res[0].get('n_ctx')})"]
     if has_llama:
         lp = lt = None
         path = os.path.join(raw, f"{name}.llama.json")

@@ -194,9 +194,10 @@ Runner add_bench(CLI::App& app) {
           const double t = timer.stop_ms(s);
           if (r > 0) ms.push_back(t);
         }
-        // Bytes each token must read: every weight once, plus the K/V rows up to its position.
+        // Bytes each token must read: every weight once (one row of an untied embedding table),
+        // plus the K/V rows up to its position.
         const double kv_row = 2.0 * c.n_layers * c.kv_dim() * 2;
-        const double bytes = static_cast<double>(info.weight_bytes) + kv_row * (depth + o->gen / 2.0);
+        const double bytes = static_cast<double>(info.decode_read_bytes) + kv_row * (depth + o->gen / 2.0);
         record(fmt::format("tg{}", o->gen), o->gen, ms, bytes);
       }
     }

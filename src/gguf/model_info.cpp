@@ -32,6 +32,10 @@ ModelInfo describe_model(const GgufFile& f) {
     m.weight_vram_bytes += (t.n_bytes + kVramAllocAlign - 1) / kVramAllocAlign * kVramAllocAlign;
     m.bytes_by_type[std::string(ggml_type_name(t.type))] += t.n_bytes;
   }
+  m.decode_read_bytes = m.weight_bytes;
+  const GgufTensor* embd = f.find_tensor("token_embd.weight");
+  if (embd && f.find_tensor("output.weight") && embd->dims.size() == 2 && embd->dims[1] > 0)
+    m.decode_read_bytes -= embd->n_bytes - embd->n_bytes / embd->dims[1];
   return m;
 }
 
@@ -55,6 +59,7 @@ nlohmann::json model_info_json(const ModelInfo& m) {
       {"n_params", m.n_params},
       {"weight_bytes", m.weight_bytes},
       {"weight_vram_bytes", m.weight_vram_bytes},
+      {"decode_read_bytes", m.decode_read_bytes},
       {"bytes_by_type", m.bytes_by_type},
   };
 }

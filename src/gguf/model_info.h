@@ -21,6 +21,9 @@ struct ModelInfo {
   uint64_t n_params = 0;
   uint64_t weight_bytes = 0;       // tensor data as stored
   uint64_t weight_vram_bytes = 0;  // as allocated: each tensor padded to the allocator's 256 B
+  // What one decode step reads of the weights: all of them, except that a token embedding
+  // table with an output matrix of its own gives only its one row.
+  uint64_t decode_read_bytes = 0;
   std::map<std::string, uint64_t> bytes_by_type;
   std::string tokenizer_model;
 };

@@ -25,6 +25,26 @@ TEST(Synth, Q4KMMixFollowsLlamaCppConvention) {
   EXPECT_THROW(synth_tensor_type("q3_xx", "x", 0, 1, 256), std::invalid_argument);
 }
 
+// A model with an output matrix of its own: decode reads one row of the embedding table.
+TEST(Synth, DecodeReadsOneEmbeddingRowWhereTheOutputIsUntied) {
+  const std::string dir = test::temp_dir();
+  SynthOptions o;
+  o.preset = "tiny-llama";
+  o.scheme = "f16";
+  o.vocab_path = test::testdata("tokenizer/ggml-vocab-llama-spm.gguf");
+  o.out_path = dir + "/m.gguf";
+  write_synthetic_model(o);
+  const auto g = GgufFile::open(o.out_path);
+  const ModelInfo m = describe_model(g);
+  const GgufTensor* embd = g.find_tensor("token_embd.weight");
+  ASSERT_NE(embd, nullptr);
+  ASSERT_NE(g.find_tensor("output.weight"), nullptr);
+  const uint64_t row = 256 * 2;  // 256 f16 values
+  EXPECT_EQ(embd->n_bytes % row, 0u);
+  EXPECT_EQ(m.decode_read_bytes, m.weight_bytes - embd->n_bytes + row);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Synth, WritesALoadableModelWithTheVocabularyItWasGiven) {
   const std::string dir = test::temp_dir();
   SynthOptions o;

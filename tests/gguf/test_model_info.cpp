@@ -34,4 +34,7 @@ TEST(ModelInfo, TrainedLlamaModel) {
   EXPECT_EQ(m.bytes_by_type.at("Q4_0"), q4);
   EXPECT_GE(m.weight_vram_bytes, m.weight_bytes);
   EXPECT_EQ(m.n_tensors, 38u);
+  // No output matrix: the head reads the whole embedding table, so decode reads every byte.
+  ASSERT_EQ(g.find_tensor("output.weight"), nullptr);
+  EXPECT_EQ(m.decode_read_bytes, m.weight_bytes);
 }
