@@ -78,7 +78,8 @@ class InferenceEngine {
   bool decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode, const Q8Act* out_q = nullptr,
                      void* xq_buffer = nullptr, const MatvecTail* tail = nullptr);
   RopeParams rope_params() const;  // adjacent pairs where load_weights interleaved the q/k rows
-  bool decode_norm(const float* x, const float* weight, float* out);  // true: ws_.xq holds the result too
+  // true: ws_.xq holds the result too (asked with `quantize`, for an integer launch after it).
+  bool decode_norm(const float* x, const float* weight, float* out, bool quantize = true);
   // Prefill: out (+)= W x for n tokens; x16 (x as f16) selects the tensor-core path.
   void prefill_linear(const QMatrix& w, const float* x, const __half* x16, int n, float* out, bool accumulate);
 

@@ -93,8 +93,9 @@ RopeParams InferenceEngine::rope_params() const {
   return {c.n_heads, c.n_kv_heads, c.head_dim, c.rope_dims, c.rope_base, c.rope_freq_scale, neox, weights_.rope_freqs};
 }
 
-bool InferenceEngine::decode_norm(const float* x, const float* weight, float* out) {
-  return launch_rmsnorm_quant(x, weight, out, q8act_view(ws_.xq.get(), cfg_.n_embd), cfg_.n_embd, cfg_.rms_eps, stream_);
+bool InferenceEngine::decode_norm(const float* x, const float* weight, float* out, bool quantize) {
+  const Q8Act q = quantize ? q8act_view(ws_.xq.get(), cfg_.n_embd) : Q8Act{};
+  return launch_rmsnorm_quant(x, weight, out, q, cfg_.n_embd, cfg_.rms_eps, stream_);
 }
 
 namespace {
@@ -109,12 +110,13 @@ DecodePath decode_path(const QMatrix& w) {
 bool takes_tail(std::span<const MatvecJob> jobs) {
   return std::ranges::none_of(jobs, [](const MatvecJob& j) { return decode_path(j.w) == DecodePath::generic; });
 }
-// Whether decode_linear runs these jobs as one integer launch (which can take a norm_in tail).
-bool one_q8_launch(std::span<const MatvecJob> jobs, MatvecMode mode) {
-  const bool uniform =
-      std::ranges::all_of(jobs, [&](const MatvecJob& j) { return decode_path(j.w) == DecodePath::q8 && j.w.type == jobs[0].w.type; });
-  return uniform || matvec_q8_can_mix(jobs, mode);
+bool uniform(std::span<const MatvecJob> jobs, DecodePath path) {
+  return std::ranges::all_of(jobs, [&](const MatvecJob& j) { return decode_path(j.w) == path && j.w.type == jobs[0].w.type; });
 }
+// Whether decode_linear runs these jobs as one integer launch (which can take a norm_in tail).
+bool one_q8_launch(std::span<const MatvecJob> jobs, MatvecMode mode) { return uniform(jobs, DecodePath::q8) || matvec_q8_can_mix(jobs, mode); }
+// Whether they all read float activations (F16): then nothing before them quantizes its output.
+bool reads_floats(std::span<const MatvecJob> jobs) { return uniform(jobs, DecodePath::f16); }
 }  // namespace
 
 bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float* x, bool x_quantized, MatvecMode mode,
@@ -128,14 +130,11 @@ bool InferenceEngine::decode_linear(std::span<const MatvecJob> jobs, const float
     x_quantized = true;
     return xq;
   };
-  const DecodePath path = decode_path(jobs[0].w);
-  bool uniform = path != DecodePath::generic;
-  for (const MatvecJob& j : jobs) uniform &= decode_path(j.w) == path && j.w.type == jobs[0].w.type;
-  if (uniform && path == DecodePath::f16) {
+  if (reads_floats(jobs)) {
     launch_matvec_f16(jobs, x, mode, s, 0, tail);
     return false;
   }
-  if (uniform) {
+  if (uniform(jobs, DecodePath::q8)) {
     const bool fuse = out_q && mode == MatvecMode::swiglu && jobs[0].w.rows % 32 == 0;
     launch_matvec_q8(jobs, quantized(), mode, s, fuse ? out_q : nullptr, 0, MatvecKernel::automatic, tail);
     return fuse;
@@ -206,8 +205,8 @@ void InferenceEngine::decode_step() {
     in_fused = emit;
   };
   // The tail and input buffer of a launch reading a norm's output.
-  auto norm_input = [&](const float* weight, float* out, MatvecTail& t) -> std::pair<bool, void*> {
-    if (!in_fused) return {decode_norm(x, weight, out), nullptr};
+  auto norm_input = [&](const float* weight, float* out, MatvecTail& t, std::span<const MatvecJob> consumer) -> std::pair<bool, void*> {
+    if (!in_fused) return {decode_norm(x, weight, out, !reads_floats(consumer)), nullptr};
     t.norm_in = fused;
     return {true, ws_.nq.get()};
   };
@@ -218,19 +217,20 @@ void InferenceEngine::decode_step() {
     __half* vc = v_cache_.as<__half>() + l * layer_kv;
     const MatvecJob qkv[3] = {{L.wq, q, L.bq}, {L.wk, k, L.bk}, {L.wv, v, L.bv}};
     MatvecTail t;
-    auto [q8, in_buf] = norm_input(L.attn_norm, xb, t);
+    auto [q8, in_buf] = norm_input(L.attn_norm, xb, t, qkv);
     const bool rope_tail = !rope.neox && takes_tail(qkv);  // RoPE and the cache store in the product's epilogue
     if (rope_tail) t.rope_q = q, t.rope_k = k, t.rope_v = v, t.rope = rope, t.k_cache = kc, t.v_cache = vc;
     decode_linear(qkv, xb, q8, MatvecMode::store, nullptr, in_buf, rope_tail || in_fused ? &t : nullptr);
     if (!rope_tail) launch_rope_store_kv(q, k, v, kc, vc, 1, 0, rope, s);
     // The attention output and the SwiGLU product come out already quantized for the next product.
     const Q8Act att_q = q8act_view(ws_.xq.get(), c.q_dim());
-    const bool att_q8 = launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s, &att_q);
+    const MatvecJob o{L.wo, x};
+    const bool att_q8 = launch_attention(q, kc, vc, att, ws_.att_scratch.as<float>(), ap, s, reads_floats(std::span(&o, 1)) ? nullptr : &att_q);
     const MatvecJob ffn[2] = {{L.w_gate, hb}, {L.w_up, nullptr}};
-    residual({L.wo, x}, att, att_q8, nullptr, L.ffn_norm, ffn, MatvecMode::swiglu);
+    residual(o, att, att_q8, nullptr, L.ffn_norm, ffn, MatvecMode::swiglu);
 
     MatvecTail tf;
-    std::tie(q8, in_buf) = norm_input(L.ffn_norm, xb, tf);
+    std::tie(q8, in_buf) = norm_input(L.ffn_norm, xb, tf, ffn);
     const Q8Act h_q = q8act_view(ws_.hq.get(), c.n_ff);
     const bool h_q8 = decode_linear(ffn, xb, q8, MatvecMode::swiglu, &h_q, in_buf, in_fused ? &tf : nullptr);
     // The down product emits the input of the next norm: the next layer's, or the output norm.
@@ -244,7 +244,7 @@ void InferenceEngine::decode_step() {
   }
   float* last = ws_.last_hidden.as<float>();
   MatvecTail t;
-  const auto [q8, in_buf] = norm_input(weights_.output_norm, last, t);
+  const auto [q8, in_buf] = norm_input(weights_.output_norm, last, t, std::span(&head, 1));
   decode_linear(std::span(&head, 1), last, q8, MatvecMode::store, nullptr, in_buf, in_fused ? &t : nullptr);
 }
 

@@ -258,6 +258,10 @@ TEST(KernelsGpu, ActivationQuantizationKeepsFifteenBits) {
   for (int i = 0; i < dim; ++i) want[i] = x[i] * inv * w[i];
   EXPECT_LT(rel_err(got, want), 1e-6);
   expect_q8_holds(bytes, got);  // the quantized copy is of exactly these floats
+  // Without a quantization buffer (the next launch reads floats): the floats alone, the same.
+  auto out_only = g.poisoned(dim);
+  EXPECT_FALSE(launch_rmsnorm_quant(xd.as<float>(), wd.as<float>(), out_only.as<float>(), Q8Act{}, dim, 1e-5f, nullptr));
+  EXPECT_EQ(g.download<float>(out_only, dim), got);
 }
 
 TEST(KernelsGpu, DequantizeToHalfMatchesReference) {

@@ -49,7 +49,8 @@ Q8Act q8act_view(void* base, int64_t n);
 // x (n % 32 == 0) into q.
 void launch_quantize_act(const float* x, int64_t n, const Q8Act& q, cudaStream_t stream);
 // One row: out = x / rms(x) * weight, and q = its quantization. Returns false, having written
-// only `out`, where dim is not a multiple of 32 or exceeds 8192.
+// only `out`, where dim is not a multiple of 32 or exceeds 8192, or q is empty (q.hi null: the
+// next launch reads floats).
 bool launch_rmsnorm_quant(const float* x, const float* weight, float* out, const Q8Act& q, int dim, float eps, cudaStream_t stream);
 
 // Decode-time y = W x (one token) with dp4a on quantized activations, for Q8_0, Q4_0, Q5_0,

@@ -266,7 +266,7 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_quant_kernel(const float
     if (i < dim) {
       const float v = xv[k] * inv * wv[k];
       out[i] = v;
-      kern::quantize_lane(v, i, q);
+      if (q.hi) kern::quantize_lane(v, i, q);
     }
   }
 }
@@ -416,7 +416,7 @@ bool launch_rmsnorm_quant(const float* x, const float* weight, float* out, const
     return false;
   }
   kern::launch_pdl(rmsnorm_quant_kernel, 1, kNormThreads, 0, stream, x, weight, out, q, dim, eps);
-  return true;
+  return q.hi != nullptr;
 }
 
 void check_matvec_tail(std::span<const MatvecJob> jobs, MatvecMode mode, const MatvecTail& t) {
