@@ -25,15 +25,23 @@ TEST(Synth, Q4KMMixFollowsLlamaCppConvention) {
   EXPECT_THROW(synth_tensor_type("q3_xx", "x", 0, 1, 256), std::invalid_argument);
 }
 
+namespace {
+// Writes a preset in a scheme, with a vocabulary from the test data, to dir/m.gguf.
+SynthOptions write_preset(const std::string& dir, const std::string& preset, const std::string& scheme, const std::string& vocab) {
+  SynthOptions o;
+  o.preset = preset;
+  o.scheme = scheme;
+  o.vocab_path = test::testdata("tokenizer/" + vocab);
+  o.out_path = dir + "/m.gguf";
+  write_synthetic_model(o);
+  return o;
+}
+}  // namespace
+
 // A model with an output matrix of its own: decode reads one row of the embedding table.
 TEST(Synth, DecodeReadsOneEmbeddingRowWhereTheOutputIsUntied) {
   const std::string dir = test::temp_dir();
-  SynthOptions o;
-  o.preset = "tiny-llama";
-  o.scheme = "f16";
-  o.vocab_path = test::testdata("tokenizer/ggml-vocab-llama-spm.gguf");
-  o.out_path = dir + "/m.gguf";
-  write_synthetic_model(o);
+  const SynthOptions o = write_preset(dir, "tiny-llama", "f16", "ggml-vocab-llama-spm.gguf");
   const auto g = GgufFile::open(o.out_path);
   const ModelInfo m = describe_model(g);
   const GgufTensor* embd = g.find_tensor("token_embd.weight");
@@ -47,12 +55,7 @@ TEST(Synth, DecodeReadsOneEmbeddingRowWhereTheOutputIsUntied) {
 
 TEST(Synth, WritesALoadableModelWithTheVocabularyItWasGiven) {
   const std::string dir = test::temp_dir();
-  SynthOptions o;
-  o.preset = "tiny-qwen2";
-  o.scheme = "q4_k_m";
-  o.vocab_path = test::testdata("tokenizer/qwen2-vocab.gguf");
-  o.out_path = dir + "/m.gguf";
-  write_synthetic_model(o);
+  SynthOptions o = write_preset(dir, "tiny-qwen2", "q4_k_m", "qwen2-vocab.gguf");
   const auto g = GgufFile::open(o.out_path);
   const auto cfg = ModelConfig::from_gguf(g);
   EXPECT_EQ(cfg.arch, Arch::qwen2);
