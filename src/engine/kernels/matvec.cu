@@ -281,8 +281,8 @@ int sm_count() {
   static const int n = device_attribute(cudaDevAttrMultiProcessorCount);
   return n;
 }
-// Bulk copies (cp.async.bulk) need compute capability 9.0.
-bool bulk_copies_supported() {
+// Bulk copies (cp.async.bulk) and thread-block clusters both need compute capability 9.0.
+bool sm90_or_later() {
   static const bool ok = device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9;
   return ok;
 }
@@ -436,7 +436,7 @@ void check_matvec_tail(std::span<const MatvecJob> jobs, MatvecMode mode, const M
 }
 
 bool matvec_q8_can_emit_norm(std::span<const MatvecJob> jobs, MatvecMode mode) {
-  return bulk_copies_supported() /* sm_90, as thread-block clusters need */ && mode == MatvecMode::accumulate && jobs.size() == 1 && jobs[0].w.rows % 32 == 0 &&
+  return sm90_or_later() /* clusters */ && mode == MatvecMode::accumulate && jobs.size() == 1 && jobs[0].w.rows % 32 == 0 &&
          matvec_q8_supports(jobs[0].w);
 }
 
@@ -559,7 +559,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   };
   dispatch_q8(jobs[0].w, [&]<class T>() {
     // Bulk copies for large launches whose rows split into whole 16-byte-aligned chunks (sm_90).
-    bool can_bulk = bulk_copies_supported() && cols % (bulk_chunk<T>() * T::kElems) == 0;
+    bool can_bulk = sm90_or_later() && cols % (bulk_chunk<T>() * T::kElems) == 0;
     for (const MatvecJob& j : jobs) can_bulk &= j.w.row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(j.w.data) % 16 == 0;
     auto run = [&]<MatvecMode kMode, int kWarps, int kRows>() {
       const int blocks = kern::ceil_div(rows, kWarps * kRows);
