@@ -68,4 +68,15 @@ std::string apply_chat_template(ChatFormat f, const std::vector<ChatMessage>& me
   throw std::invalid_argument("the model has no chat template this worker recognises; send a raw completion prompt instead");
 }
 
+std::optional<ChatFormat> chat_format_from_name(std::string_view name) {
+  for (ChatFormat f : {ChatFormat::chatml, ChatFormat::llama3, ChatFormat::llama2, ChatFormat::mistral, ChatFormat::phi3})
+    if (chat_format_name(f) == name) return f;
+  return std::nullopt;
+}
+
+ChatFormat effective_chat_format(std::optional<ChatFormat> configured, ChatFormat detected) {
+  if (configured) return *configured;
+  return detected == ChatFormat::none ? ChatFormat::chatml : detected;
+}
+
 }  // namespace orcd

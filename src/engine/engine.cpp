@@ -29,7 +29,7 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
   CUDA_CHECK(cudaSetDevice(opt.device));
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  const uint64_t headroom = headroom_bytes(total_b, opt.reserved_vram ? &*opt.reserved_vram : nullptr);
+  const uint64_t headroom = headroom_bytes(total_b, opt.reserved_vram ? &*opt.reserved_vram : nullptr, opt.dedicated_gpu);
   if (opt.ledger) {
     try {
       e->admission_ = opt.ledger->reserve(e->plan_.total(), "model " + path);
@@ -42,7 +42,7 @@ std::unique_ptr<InferenceEngine> InferenceEngine::load(const std::string& path, 
     check_fits(e->plan_, free_b, headroom, opt.device, path, e->n_ctx_);
   }
   if (opt.vram_limit && e->plan_.total() > opt.vram_limit)
-    throw InsufficientVramError("INSUFFICIENT_VRAM: model " + path + " needs " + std::to_string(e->plan_.total()) +
+    throw InsufficientVramError("POOL_UNAVAILABLE (insufficient VRAM): model " + path + " needs " + std::to_string(e->plan_.total()) +
                                     " bytes (" + e->plan_.breakdown() + ") but this worker's VRAM limit is " +
                                     std::to_string(opt.vram_limit) + " bytes. Try: a shorter context or a smaller model.",
                                 e->plan_.total(), opt.vram_limit, 0);

@@ -25,7 +25,8 @@ struct EngineOptions {
   int device = 0;
   int n_ctx = 0;                  // 0: the model's training context, capped at 4096
   int max_batch_tokens = 512;     // prefill runs in chunks of this many tokens
-  std::optional<uint64_t> reserved_vram;  // headroom; default max(10% of total, 2 GiB)
+  std::optional<uint64_t> reserved_vram;  // headroom (headroom_bytes: never below the floor unless dedicated)
+  bool dedicated_gpu = false;     // the operator gave this GPU to the worker alone
   uint64_t vram_limit = 0;        // hard cap on what this engine allocates (0: none)
   AdmissionLedger* ledger = nullptr;  // when set, the plan is reserved here instead of checked alone
   // Cap enforced by the allocator itself, below the plan, to make a load fail half-way in

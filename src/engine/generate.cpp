@@ -57,7 +57,7 @@ GenerateResult generate(InferenceEngine& engine, const GenerateRequest& req, con
   const Tokenizer& tok = engine.tokenizer();
   EncodeOptions eo;
   if (!req.add_bos) eo.add_bos = false;
-  r.prompt_ids = tok.encode(req.prompt, eo);
+  r.prompt_ids = req.prompt_ids.empty() ? tok.encode(req.prompt, eo) : req.prompt_ids;
   if (r.prompt_ids.empty()) throw PromptTooLongError("the prompt is empty after tokenization");
   if (static_cast<int>(r.prompt_ids.size()) >= engine.n_ctx())
     throw PromptTooLongError("the prompt has " + std::to_string(r.prompt_ids.size()) + " tokens; the context holds " +

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/kernels/sampling.h"
+#include "engine/sampling_params.h"
 
 namespace orcd {
 
@@ -20,6 +20,7 @@ std::string_view stop_reason_name(StopReason r);
 
 struct GenerateRequest {
   std::string prompt;               // raw text, or the chat prompt already templated
+  std::vector<int32_t> prompt_ids;  // when set, the prompt already tokenized (prompt is then ignored)
   int max_tokens = 128;
   SamplingParams sampling;
   std::vector<std::string> stop;    // stop strings; the text ends before the first match

@@ -67,31 +67,11 @@ VramPlan plan_vram(const GgufFile& f, const ModelConfig& c, int n_ctx, int max_b
 void check_fits(const VramPlan& plan, uint64_t free_bytes, uint64_t headroom, int device, const std::string& model_path, int n_ctx) {
   const uint64_t usable = free_bytes > headroom ? free_bytes - headroom : 0;
   if (plan.total() <= usable) return;
-  throw InsufficientVramError("INSUFFICIENT_VRAM: model " + model_path + " needs " + mib(plan.total()) + " of VRAM (" +
+  throw InsufficientVramError("POOL_UNAVAILABLE (insufficient VRAM): model " + model_path + " needs " + mib(plan.total()) + " of VRAM (" +
                                   plan.breakdown() + ", context " + std::to_string(n_ctx) + ") but GPU " + std::to_string(device) +
                                   " has " + mib(free_bytes) + " free and " + mib(headroom) + " is kept as headroom. Try: close other " +
                                   "GPU programs, a shorter context (--ctx-size), or a smaller model or quantization.",
                               plan.total(), free_bytes, headroom);
-}
-
-nlohmann::json vram_refusal_json(const InsufficientVramError& e, int gpu, const std::string& code, int retry_after, const nlohmann::json& details) {
-  std::string err;
-  for (char c : code) err += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  nlohmann::json suggestions = nlohmann::json::array({"close other programs that use this GPU (games, video editors, browsers with GPU acceleration)",
-                                                      "use a smaller quantization of the model (for example Q4_K_M instead of Q8_0)",
-                                                      "use a smaller model", "use a shorter context (--ctx-size)"});
-  if (e.headroom() > 0) suggestions.push_back("lower reserved_system_vram if this GPU is dedicated to the worker (0 is allowed)");
-  return {{"error", code == "INSUFFICIENT_VRAM" ? "insufficient_vram" : err},
-          {"code", code},
-          {"message", e.what()},
-          {"needed_bytes", e.needed()},
-          {"free_bytes", e.free_bytes()},
-          {"headroom_bytes", e.headroom()},
-          {"gpu", gpu},
-          {"details", details},
-          {"suggestions", suggestions},
-          {"retriable", true},
-          {"retry_after", retry_after}};
 }
 
 }  // namespace orcd

@@ -29,7 +29,7 @@ ModelInfo describe_model(const GgufFile& f) {
   for (const auto& t : f.tensors()) {
     m.n_params += t.n_elements;
     m.weight_bytes += t.n_bytes;
-    m.weight_vram_bytes += (t.n_bytes + kVramAllocAlign - 1) / kVramAllocAlign * kVramAllocAlign;
+    m.weight_vram_bytes += vram_padded(t.n_bytes);
     m.bytes_by_type[std::string(ggml_type_name(t.type))] += t.n_bytes;
   }
   m.decode_read_bytes = m.weight_bytes;

@@ -28,8 +28,9 @@ struct ModelInfo {
   std::string tokenizer_model;
 };
 
-// Device allocations are padded to this many bytes; used for VRAM estimates.
+// Device allocations are padded to this many bytes: the allocator and every VRAM estimate.
 constexpr uint64_t kVramAllocAlign = 256;
+constexpr uint64_t vram_padded(uint64_t bytes) { return (bytes + kVramAllocAlign - 1) / kVramAllocAlign * kVramAllocAlign; }
 
 ModelInfo describe_model(const GgufFile& f);
 nlohmann::json model_info_json(const ModelInfo& m);

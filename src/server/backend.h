@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/chat_template.h"
 #include "engine/generate.h"
@@ -28,13 +29,17 @@ class InferenceBackend {
  public:
   virtual ~InferenceBackend() = default;
   virtual const BackendInfo& info() const = 0;
-  // Token count of a prompt as generate() will see it; throws TokenizerError on bad input.
-  virtual size_t count_tokens(std::string_view prompt) const = 0;
+  // The prompt's tokens as generate() takes them (BOS included); throws TokenizerError on bad
+  // input. Called on HTTP threads, outside the server's locks.
+  virtual std::vector<int32_t> tokenize(std::string_view prompt) const = 0;
   // Runs on the server's single GPU thread.
   virtual GenerateResult generate(const GenerateRequest& req, const std::function<bool(std::string_view)>& on_piece) = 0;
   virtual std::map<std::string, uint64_t> vram_breakdown() const = 0;
   virtual uint64_t vram_bytes() const = 0;
   virtual ResidencyReport verify_residency() = 0;
+  // After a failure: true when the device is in a state no later call recovers from (a sticky
+  // CUDA error), so the process must exit and be restarted.
+  virtual bool device_lost() { return false; }
 };
 
 std::unique_ptr<InferenceBackend> make_engine_backend(std::unique_ptr<InferenceEngine> engine);

@@ -56,7 +56,7 @@ class EngineBackend final : public InferenceBackend {
     info_.chat_format = detect_chat_format(e_->tokenizer().vocab().chat_template);
   }
   const BackendInfo& info() const override { return info_; }
-  size_t count_tokens(std::string_view prompt) const override { return e_->tokenizer().encode(prompt).size(); }
+  std::vector<int32_t> tokenize(std::string_view prompt) const override { return e_->tokenizer().encode(prompt); }
   GenerateResult generate(const GenerateRequest& req, const std::function<bool(std::string_view)>& on_piece) override {
     return orcd::generate(*e_, req, on_piece);
   }
@@ -69,6 +69,12 @@ class EngineBackend final : public InferenceBackend {
   ResidencyReport verify_residency() override {
     cudaSetDevice(e_->device());
     return e_->tracker().verify_residency();
+  }
+  bool device_lost() override {
+    // A sticky error (illegal address, launch failure, ECC) fails every later call, this one too.
+    cudaSetDevice(e_->device());
+    const cudaError_t err = cudaDeviceSynchronize();
+    return err != cudaSuccess && err != cudaErrorMemoryAllocation;
   }
 
  private:

@@ -12,8 +12,11 @@ SharingAction ContentionPolicy::observe(size_t others, Clock::time_point now) {
     busy_since_.reset();
     if (!free_since_) free_since_ = now;
   }
-  if (mode_ == SharingMode::auto_pause) {
-    if (!paused_ && busy_since_ && now - *busy_since_ >= grace_) {
+  if (mode_ == SharingMode::auto_pause || mode_ == SharingMode::dedicated) {
+    // Dedicated: the operator said the GPU is not shared, so the worker never runs beside
+    // another process; it stops at once and starts again after the grace period.
+    const auto wait = mode_ == SharingMode::dedicated ? std::chrono::duration<double>(0) : grace_;
+    if (!paused_ && busy_since_ && now - *busy_since_ >= wait) {
       paused_ = true;
       return SharingAction::pause;
     }
@@ -23,7 +26,7 @@ SharingAction ContentionPolicy::observe(size_t others, Clock::time_point now) {
     }
     return SharingAction::none;
   }
-  // dedicated and warn: report each change once.
+  // warn: report each change once.
   if (others > 0 && !others_reported_) {
     others_reported_ = true;
     return SharingAction::warn_appeared;
@@ -40,7 +43,7 @@ void ContentionPolicy::resume_failed(Clock::time_point now) {
   free_since_ = now;
 }
 
-GpuSharingMonitor::GpuSharingMonitor(std::unique_ptr<GpuProcessLister> lister, SharingMode mode, std::chrono::duration<double> interval,
+GpuSharingMonitor::GpuSharingMonitor(std::shared_ptr<GpuProcessLister> lister, SharingMode mode, std::chrono::duration<double> interval,
                                      std::chrono::duration<double> grace, Callbacks cb)
     : lister_(std::move(lister)), policy_(mode, grace), interval_(interval), cb_(std::move(cb)) {}
 
@@ -65,7 +68,10 @@ void GpuSharingMonitor::loop() {
       if (cv_.wait_for(lock, interval_, [&] { return stop_; })) return;
     }
     const auto procs = lister_->list(self);
-    if (!procs) continue;  // NVML hiccup: decide on the next poll
+    if (!procs) {  // NVML hiccup: decide on the next poll
+      if (cb_.on_poll_failed) cb_.on_poll_failed();
+      continue;
+    }
     if (cb_.on_observe) cb_.on_observe(*procs);
     const auto now = ContentionPolicy::Clock::now();
     switch (policy_.observe(procs->size(), now)) {

@@ -15,7 +15,7 @@
 namespace orcd {
 
 enum class SharingMode {
-  dedicated,   // allow_shared_gpu = false: refuse to start beside others, warn if they come later
+  dedicated,   // allow_shared_gpu = false: refuse to start beside others, pause at once if they come later
   auto_pause,  // give the GPU back while others use it, take it again when they are gone
   warn,        // only report them
 };
@@ -47,8 +47,9 @@ class GpuSharingMonitor {
     std::function<void(const std::vector<GpuProcess>&)> on_pause;
     std::function<bool()> on_resume;  // false: resume failed, stay paused
     std::function<void(const std::vector<GpuProcess>&, bool appeared)> on_warn;
+    std::function<void()> on_poll_failed;  // the lister could not say (NVML error)
   };
-  GpuSharingMonitor(std::unique_ptr<GpuProcessLister> lister, SharingMode mode, std::chrono::duration<double> interval,
+  GpuSharingMonitor(std::shared_ptr<GpuProcessLister> lister, SharingMode mode, std::chrono::duration<double> interval,
                     std::chrono::duration<double> grace, Callbacks cb);
   ~GpuSharingMonitor();
   void start();
@@ -56,7 +57,7 @@ class GpuSharingMonitor {
 
  private:
   void loop();
-  std::unique_ptr<GpuProcessLister> lister_;
+  std::shared_ptr<GpuProcessLister> lister_;
   ContentionPolicy policy_;
   std::chrono::duration<double> interval_;
   Callbacks cb_;

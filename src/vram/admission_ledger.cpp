@@ -3,13 +3,15 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "engine/vram_plan.h"
+#include "vram/vram_errors.h"
 
 namespace orcd {
 
-uint64_t headroom_bytes(uint64_t total, const uint64_t* reserved) {
-  if (reserved) return *reserved;
-  return std::max<uint64_t>(total / 10, 2ull << 30);
+uint64_t headroom_floor(uint64_t total) { return std::max<uint64_t>(total / 10, 2ull << 30); }
+
+uint64_t headroom_bytes(uint64_t total, const uint64_t* reserved, bool dedicated) {
+  if (reserved && dedicated) return *reserved;
+  return std::max(headroom_floor(total), reserved ? *reserved : 0);
 }
 
 Reservation& Reservation::operator=(Reservation&& o) noexcept {
@@ -55,7 +57,7 @@ Reservation AdmissionLedger::reserve(uint64_t bytes, const std::string& what) {
     ++refusals_;
     char msg[512];
     std::snprintf(msg, sizeof msg,
-                  "INSUFFICIENT_VRAM: %s needs %.1f MiB but GPU %d can admit %.1f MiB (%.1f MiB free, %.1f MiB kept as headroom, "
+                  "POOL_UNAVAILABLE (insufficient VRAM): %s needs %.1f MiB but GPU %d can admit %.1f MiB (%.1f MiB free, %.1f MiB kept as headroom, "
                   "%.1f MiB held and %.1f MiB reserved by this worker)",
                   what.c_str(), bytes / 1048576.0, gpu_, room / 1048576.0, free_now / 1048576.0, headroom_ / 1048576.0,
                   committed_ / 1048576.0, pending_ / 1048576.0);

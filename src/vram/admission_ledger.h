@@ -57,8 +57,10 @@ class AdmissionLedger {
   uint64_t committed_ = 0, pending_ = 0, attempts_ = 0, refusals_ = 0;
 };
 
-// max(reserved_system_vram, max(10% of total, 2 GiB)), or the operator's value when set
-// explicitly (0 allowed on a dedicated server).
-uint64_t headroom_bytes(uint64_t total_bytes, const uint64_t* reserved_system_vram);
+// The VRAM a worker never uses: max(10% of total, 2 GiB), or reserved_system_vram when that is
+// larger. A smaller reserve (0 included) is honoured only on a GPU the operator declared
+// dedicated (allow_shared_gpu = false): a shared card always keeps the floor for its other users.
+uint64_t headroom_floor(uint64_t total_bytes);
+uint64_t headroom_bytes(uint64_t total_bytes, const uint64_t* reserved_system_vram, bool dedicated);
 
 }  // namespace orcd

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "gguf/model_info.h"
 #include "vram/vram_tracker.h"
 
 namespace orcd {
@@ -49,7 +50,7 @@ class DeviceBuffer {
 
 class DeviceAllocator {
  public:
-  static constexpr size_t kAlign = 256;
+  static constexpr size_t kAlign = kVramAllocAlign;  // what VRAM estimates pad to, too
 
   // `limit_bytes` caps what this allocator may hold in total (0: no cap beyond the device).
   DeviceAllocator(int device, VramTracker& tracker, size_t limit_bytes = 0)
@@ -62,7 +63,7 @@ class DeviceAllocator {
 
   int device() const { return device_; }
   VramTracker& tracker() const { return *tracker_; }
-  static size_t padded(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+  static size_t padded(size_t bytes) { return vram_padded(bytes); }
 
  private:
   friend class DeviceBuffer;

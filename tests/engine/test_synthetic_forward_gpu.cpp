@@ -65,6 +65,7 @@ TEST_P(SyntheticForward, PrefillAnd32DecodeStepsMatchFloat64) {
   const std::string dir = test::temp_dir();
   EngineOptions eo;
   eo.reserved_vram = 0;
+  eo.dedicated_gpu = true;
   eo.n_ctx = 128;
   eo.max_batch_tokens = 8;  // a 13-token prompt runs as two chunks
   auto e = InferenceEngine::load(synth_model(dir, c.preset, c.vocab, c.scheme), eo);
@@ -98,6 +99,7 @@ TEST(SyntheticDecode, PipelinedStepsGiveTheSameTokensAsOneAtATime) {
   const std::string dir = test::temp_dir();
   EngineOptions eo;
   eo.reserved_vram = 0;
+  eo.dedicated_gpu = true;
   eo.n_ctx = 128;
   auto e = InferenceEngine::load(synth_model(dir, "tiny-qwen2", "ggml-vocab-gpt-2.gguf", "q4_k_m"), eo);
   std::mt19937 rng(3);

@@ -1,9 +1,12 @@
 // TOML config with flag precedence rules, metrics exposition, narration format.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <fstream>
 
 #include "server/config.h"
+#include "server/refusal.h"
 #include "server/metrics.h"
 #include "server/narrator.h"
 #include "testutil.h"
@@ -54,6 +57,51 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_NE(msg("callback_url = \"ftp://x\"\n").find("callback_url"), std::string::npos);
 }
 
+TEST(Config, TheSpecificationsWorkerTableLoads) {
+  // The shared-GPU layout, as the specification documents it.
+  WorkerConfig c;
+  c.load_toml(write_tmp("[worker]\ngpu_device = 0\nallow_shared_gpu = true\nreserved_system_vram = 2147483648  # 2GB\n"
+                        "auto_pause_for_gaming = true\nmax_model_size = 8589934592\n"));
+  EXPECT_EQ(c.gpu_device, 0);
+  EXPECT_TRUE(c.allow_shared_gpu);
+  EXPECT_EQ(c.reserved_system_vram.value_or(0), 2147483648u);
+  EXPECT_TRUE(c.auto_pause_for_contention);
+  EXPECT_EQ(c.max_model_size, 8589934592u);
+  EXPECT_NO_THROW(c.validate());
+  // The dedicated layout, with flat keys beside the table.
+  WorkerConfig d;
+  d.load_toml(write_tmp("port = 9100\n[worker]\ngpu_device = 1  # Use second GPU\nallow_shared_gpu = false\n"));
+  EXPECT_EQ(d.port, 9100);
+  EXPECT_EQ(d.gpu_device, 1);
+  EXPECT_FALSE(d.allow_shared_gpu);
+  WorkerConfig e;
+  EXPECT_THROW(e.load_toml(write_tmp("[worker]\nprot = 1\n")), ConfigError);
+  EXPECT_THROW(e.load_toml(write_tmp("worker = 3\n")), ConfigError);
+}
+
+TEST(Config, KeysAndExposure) {
+  WorkerConfig c;
+  c.host = "0.0.0.0";
+  EXPECT_THROW(c.validate(), ConfigError);  // reachable from other machines with no key
+  c.allow_unauthenticated = true;
+  EXPECT_NO_THROW(c.validate());
+  c.allow_unauthenticated = false;
+  const std::string dir = test::temp_dir();
+  std::ofstream(dir + "/key") << "s3cret\n";
+  ::chmod((dir + "/key").c_str(), 0600);
+  c.api_key_file = dir + "/key";
+  c.resolve_key_files();
+  EXPECT_EQ(c.api_key, "s3cret");
+  EXPECT_NO_THROW(c.validate());
+  ::chmod((dir + "/key").c_str(), 0644);
+  EXPECT_THROW(c.resolve_key_files(), ConfigError);  // readable by every user
+  c.admin_api_key = "s3cret";
+  EXPECT_THROW(c.validate(), ConfigError);  // the admin key must differ
+  c.admin_api_key.clear();
+  c.auth_exempt_routes.push_back("/shutdown");
+  EXPECT_THROW(c.validate(), ConfigError);
+}
+
 TEST(Metrics, RendersPrometheusText) {
   Metrics m;
   m.counter("c_total", "a counter");
@@ -93,4 +141,20 @@ TEST(Narrator, JsonLinesAndText) {
   EXPECT_EQ(line.find('\n'), std::string::npos);
   const auto t = text.format(LogLevel::info, "ready", "worker", "serving", {}, "");
   EXPECT_NE(t.find(" info ready worker serving"), std::string::npos);
+}
+
+TEST(VramRefusal, JsonHasEveryFieldAPersonAndAMachineNeed) {
+  const InsufficientVramError e("POOL_UNAVAILABLE (insufficient VRAM): model needs more", 5'000'000'000, 3'000'000'000, 2'147'483'648);
+  const auto j = vram_refusal_json(e, 0, 30, {{"model", "/m.gguf"}});
+  EXPECT_EQ(j["error"], "pool_unavailable");
+  EXPECT_EQ(j["code"], "POOL_UNAVAILABLE");
+  EXPECT_EQ(j["reason"], "insufficient_vram");
+  EXPECT_EQ(j["needed_bytes"], 5'000'000'000u);
+  EXPECT_EQ(j["free_bytes"], 3'000'000'000u);
+  EXPECT_EQ(j["headroom_bytes"], 2'147'483'648u);
+  EXPECT_EQ(j["gpu"], 0);
+  EXPECT_EQ(j["retriable"], true);
+  EXPECT_EQ(j["retry_after"], 30);
+  EXPECT_EQ(j["details"]["model"], "/m.gguf");
+  EXPECT_GE(j["suggestions"].size(), 4u);
 }

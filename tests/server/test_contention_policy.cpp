@@ -40,16 +40,25 @@ TEST(ContentionPolicy, FailedResumeStaysPausedAndRetriesAfterAnotherGrace) {
   EXPECT_EQ(p.observe(0, t0 + 7s), SharingAction::resume);
 }
 
-TEST(ContentionPolicy, WarnAndDedicatedOnlyReportChanges) {
-  for (SharingMode m : {SharingMode::warn, SharingMode::dedicated}) {
-    ContentionPolicy p(m, 5s);
-    const auto t0 = ContentionPolicy::Clock::time_point{} + 1s;
-    EXPECT_EQ(p.observe(0, t0), SharingAction::none);
-    EXPECT_EQ(p.observe(1, t0 + 1s), SharingAction::warn_appeared);
-    EXPECT_EQ(p.observe(2, t0 + 20s), SharingAction::none);
-    EXPECT_EQ(p.observe(0, t0 + 21s), SharingAction::warn_cleared);
-    EXPECT_FALSE(p.paused());
-  }
+TEST(ContentionPolicy, WarnOnlyReportsChanges) {
+  ContentionPolicy p(SharingMode::warn, 5s);
+  const auto t0 = ContentionPolicy::Clock::time_point{} + 1s;
+  EXPECT_EQ(p.observe(0, t0), SharingAction::none);
+  EXPECT_EQ(p.observe(1, t0 + 1s), SharingAction::warn_appeared);
+  EXPECT_EQ(p.observe(2, t0 + 20s), SharingAction::none);
+  EXPECT_EQ(p.observe(0, t0 + 21s), SharingAction::warn_cleared);
+  EXPECT_FALSE(p.paused());
+}
+
+TEST(ContentionPolicy, DedicatedPausesAtOnceForALateArrivalAndResumesAfterGrace) {
+  ContentionPolicy p(SharingMode::dedicated, 5s);
+  const auto t0 = ContentionPolicy::Clock::time_point{} + 1s;
+  EXPECT_EQ(p.observe(0, t0), SharingAction::none);
+  EXPECT_EQ(p.observe(1, t0 + 1s), SharingAction::pause);  // no grace: the GPU is not shared
+  EXPECT_TRUE(p.paused());
+  EXPECT_EQ(p.observe(0, t0 + 2s), SharingAction::none);
+  EXPECT_EQ(p.observe(0, t0 + 6s), SharingAction::none);
+  EXPECT_EQ(p.observe(0, t0 + 7s), SharingAction::resume);
 }
 
 namespace {

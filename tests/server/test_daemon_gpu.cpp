@@ -193,7 +193,8 @@ TEST(DaemonGpu, RefusesAModelThatDoesNotFitAndSaysWhy) {
   Daemon d;
   EXPECT_FALSE(d.start({"--model", model, "--port", "0", "--reserved-vram", std::to_string(t)}, 30s));
   const std::string log = d.log();
-  EXPECT_NE(log.find("INSUFFICIENT_VRAM"), std::string::npos) << log;
+  EXPECT_NE(log.find("\"code\":\"POOL_UNAVAILABLE\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"reason\":\"insufficient_vram\""), std::string::npos) << log;
   EXPECT_NE(log.find("needed_bytes"), std::string::npos) << log;
   EXPECT_NE(log.find("Try:"), std::string::npos) << log;
   std::filesystem::remove_all(dir);
@@ -204,6 +205,7 @@ TEST(DaemonGpu, PlantedManagedPointerMakesHealthReportNotResident) {
   const std::string dir = test::temp_dir();
   EngineOptions eo;
   eo.reserved_vram = 0;
+  eo.dedicated_gpu = true;
   eo.n_ctx = 256;
   auto engine = InferenceEngine::load(synth_model(dir), eo);
   VramTracker& tracker = engine->tracker();

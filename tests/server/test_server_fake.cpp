@@ -3,93 +3,24 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <future>
 #include <sstream>
 #include <thread>
 
+#include "server/fake_backend.h"
 #include "server/server.h"
 
 using namespace orcd;
+using orcd::test::FakeBackend;
 using namespace std::chrono_literals;
 
 namespace {
 
-// Emits the words of `script` one by one, `delay` apart, honouring max_tokens, stop strings
-// and cancellation as the real engine does.
-class FakeBackend : public InferenceBackend {
- public:
-  std::string script = "alpha beta gamma delta epsilon zeta eta theta iota kappa";
-  std::chrono::milliseconds delay{5};
-  std::atomic<int> started{0}, cancelled{0};
-  bool violate_residency = false;
-
-  FakeBackend() {
-    info_.model_name = "fake-model";
-    info_.quant_kind = "Q4_K_M";
-    info_.tokenizer_kind = "bpe";
-    info_.vocab_size = 1000;
-    info_.context_length = 64;
-    info_.sm = "sm_90";
-    info_.chat_format = ChatFormat::chatml;
-  }
-  const BackendInfo& info() const override { return info_; }
-  size_t count_tokens(std::string_view prompt) const override {
-    size_t n = 1;
-    for (char c : prompt) n += c == ' ';
-    return n;
-  }
-  GenerateResult generate(const GenerateRequest& req, const std::function<bool(std::string_view)>& on_piece) override {
-    ++started;
-    GenerateResult r;
-    r.prompt_ids.assign(count_tokens(req.prompt), 1);
-    std::istringstream words(script);
-    std::string w;
-    StopStringFilter stops(req.stop);
-    r.stop_reason = StopReason::eos;
-    while (words >> w) {
-      std::this_thread::sleep_for(delay);
-      if (req.cancel && *req.cancel) {
-        ++cancelled;
-        r.stop_reason = StopReason::cancelled;
-        return r;
-      }
-      r.output_ids.push_back(7);
-      const std::string piece = stops.push(" " + w);
-      r.text += piece;
-      if (!piece.empty() && !on_piece(piece)) {
-        ++cancelled;
-        r.stop_reason = StopReason::cancelled;
-        return r;
-      }
-      if (stops.stopped()) {
-        r.stop_reason = StopReason::stop_string;
-        return r;
-      }
-      if (static_cast<int>(r.output_ids.size()) >= req.max_tokens) {
-        r.stop_reason = StopReason::max_tokens;
-        break;
-      }
-    }
-    const std::string tail = stops.flush();
-    if (!tail.empty()) on_piece(tail), r.text += tail;
-    r.decode_ms = 1;
-    return r;
-  }
-  std::map<std::string, uint64_t> vram_breakdown() const override { return {{"weights", 1000}, {"kv_cache", 200}}; }
-  uint64_t vram_bytes() const override { return 1200; }
-  ResidencyReport verify_residency() override {
-    ResidencyReport r;
-    r.checked = 2;
-    if (violate_residency) {
-      r.resident = false;
-      r.violations = {"0x1 (200 bytes, kv_cache 'planted'): managed (unified) memory"};
-    }
-    return r;
-  }
-
- private:
-  BackendInfo info_;
-};
 
 struct Sse {
   std::vector<std::pair<std::string, nlohmann::json>> events;
@@ -122,6 +53,7 @@ class ServerTest : public ::testing::Test {
     cfg.queue_size = queue_size;
     cfg.max_body_bytes = 4096;
     cfg.worker_id = "w-test";
+    if (configure) configure(cfg);
     server = std::make_unique<WorkerServer>(cfg, log, metrics);
     auto b = std::make_unique<FakeBackend>();
     fake = b.get();
@@ -147,6 +79,7 @@ class ServerTest : public ::testing::Test {
     return parse_sse(r->body);
   }
 
+  std::function<void(WorkerConfig&)> configure;
   Narrator log{true};
   Metrics metrics;
   std::unique_ptr<WorkerServer> server;
@@ -322,7 +255,9 @@ TEST_F(ServerTest, HealthAndMetricsDescribeTheWorker) {
   EXPECT_EQ(r->status, 200);
   auto j = nlohmann::json::parse(r->body);
   EXPECT_EQ(j["status"], "healthy");
-  EXPECT_EQ(j["resident"], true);
+  EXPECT_TRUE(j["resident"].is_null()) << "no residency check has run yet";
+  EXPECT_EQ(nlohmann::json::parse(client().Get("/health?verify=1")->body)["resident"], true);
+  j = nlohmann::json::parse(client().Get("/health")->body);
   EXPECT_EQ(j["memory_architecture"], "vram-only");
   EXPECT_EQ(j["quant_kind"], "Q4_K_M");
   EXPECT_EQ(j["vram_bytes_used"], 1200);
@@ -363,14 +298,14 @@ TEST_F(ServerTest, ResidencyViolationMakesTheWorkerUnhealthy) {
   EXPECT_EQ(metrics.value("orcd_residency_failures_total"), 1);
 }
 
-TEST_F(ServerTest, ShutdownEndsRunningStreamsAndStopsServing) {
+TEST_F(ServerTest, ImmediateShutdownEndsRunningStreamsAndStopsServing) {
   fake->delay = 20ms;
   std::string words;
   for (int i = 0; i < 200; ++i) words += "w ";
   fake->script = words;
   auto fut = std::async(std::launch::async, [&] { return post_sse("/execute", R"({"job_id":"sd","prompt":"x","max_tokens":60})"); });
   std::this_thread::sleep_for(100ms);
-  auto r = client().Post("/shutdown", "", "application/json");
+  auto r = client().Post("/shutdown?now=1", "", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 202);
   const auto s = fut.get();
@@ -379,6 +314,273 @@ TEST_F(ServerTest, ShutdownEndsRunningStreamsAndStopsServing) {
   serving.join();  // serve() returned
   serving = std::thread([] {});
   EXPECT_FALSE(client().Get("/health"));  // nothing listens any more
+}
+
+// Sends raw bytes on a fresh connection and returns what comes back before the server closes it
+// (or `wait` passes).
+std::string raw_exchange(int port, const std::string& bytes, std::chrono::milliseconds wait = 3000ms, bool close_early = false) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "connect failed";
+  for (size_t off = 0; off < bytes.size();) {
+    const ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+  std::string out;
+  if (!close_early) {
+    timeval tv{static_cast<time_t>(wait.count() / 1000), static_cast<suseconds_t>((wait.count() % 1000) * 1000)};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+int status_of(const std::string& response) { return response.size() > 12 && response.starts_with("HTTP/1.1 ") ? std::stoi(response.substr(9, 3)) : 0; }
+
+class SecuredServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    configure = [](WorkerConfig& c) {
+      c.api_key = "k-user";
+      c.admin_api_key = "k-admin";
+    };
+    start();
+  }
+  httplib::Result post_with(const char* path, const std::string& key, const std::string& body = R"({"job_id":"a","prompt":"x","max_tokens":1})") {
+    auto c = client();
+    httplib::Headers h;
+    if (!key.empty()) h.emplace("Authorization", "Bearer " + key);
+    return c.Post(path, h, body, "application/json");
+  }
+};
+
+TEST_F(SecuredServerTest, EveryRouteButHealthAndMetricsNeedsTheKey) {
+  auto r = post_with("/execute", "");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(nlohmann::json::parse(r->body)["code"], "UNAUTHORIZED");
+  EXPECT_EQ(post_with("/execute", "k-wrong")->status, 401);
+  EXPECT_EQ(post_with("/execute", "k-user-but-longer")->status, 401);
+  EXPECT_EQ(post_with("/cancel", "", R"({"job_id":"a"})")->status, 401);
+  EXPECT_EQ(client().Get("/v1/models")->status, 401);
+  EXPECT_EQ(fake->started, 0);
+  EXPECT_EQ(post_with("/execute", "k-user")->status, 200);
+  EXPECT_EQ(fake->started, 1);
+  for (const char* open : {"/health", "/metrics", "/livez", "/readyz"}) EXPECT_EQ(client().Get(open)->status, 200) << open;
+  EXPECT_GE(metrics.value("orcd_http_rejections_total", {{"reason", "auth"}}), 5);
+}
+
+TEST_F(SecuredServerTest, ShutdownTakesTheAdminKeyOnly) {
+  EXPECT_EQ(post_with("/shutdown", "", "{}")->status, 401);
+  EXPECT_EQ(post_with("/shutdown", "k-user", "{}")->status, 401);
+  EXPECT_EQ(server->state(), WorkerState::healthy);
+  EXPECT_EQ(post_with("/shutdown", "k-admin", "{}")->status, 202);
+  serving.join();
+  serving = std::thread([] {});
+}
+
+TEST_F(ServerTest, PostsMustBeJsonUncompressedAndForThisHost) {
+  auto c = client();
+  auto r = c.Post("/shutdown", "", "text/plain");  // what a web page can send without a preflight
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415);
+  EXPECT_EQ(server->state(), WorkerState::healthy);
+  r = c.Post("/execute", {{"Content-Encoding", "gzip"}}, "x", "application/json");
+  EXPECT_EQ(r->status, 415);
+  EXPECT_EQ(nlohmann::json::parse(r->body)["code"], "UNSUPPORTED_ENCODING");
+  // A rebound DNS name reaches loopback with its own Host header.
+  r = c.Get("/health", {{"Host", "evil.example:8080"}});
+  EXPECT_EQ(r->status, 403);
+  EXPECT_EQ(nlohmann::json::parse(r->body)["code"], "FORBIDDEN_HOST");
+  EXPECT_EQ(c.Get("/health", {{"Host", "localhost:" + std::to_string(port)}})->status, 200);
+  EXPECT_EQ(c.Get("/health", {{"Host", "[::1]:" + std::to_string(port)}})->status, 200);
+}
+
+TEST_F(ServerTest, ChunkedBodiesStopAtTheLimit) {
+  std::string req = "POST /execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string chunk(1000, ' ');
+  for (int i = 0; i < 20; ++i) req += "3e8\r\n" + chunk + "\r\n";  // 20 KB of whitespace, over the 4 KB limit
+  req += "0\r\n\r\n";
+  const std::string resp = raw_exchange(port, req);
+  EXPECT_EQ(status_of(resp), 413) << resp.substr(0, 200);
+  // A small chunked body is accepted.
+  const std::string body = R"({"job_id":"ch","prompt":"x","max_tokens":1})";
+  char len[16];
+  std::snprintf(len, sizeof len, "%zx", body.size());
+  const std::string ok = raw_exchange(port, "POST /execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + std::string(len) + "\r\n" + body + "\r\n0\r\n\r\n");
+  EXPECT_EQ(status_of(ok), 200) << ok.substr(0, 200);
+  EXPECT_NE(ok.find("event: end"), std::string::npos);
+}
+
+TEST_F(ServerTest, HeaderFloodsAndHugeHeaderLinesAreCutOff) {
+  std::string flood = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  for (int i = 0; i < 2000; ++i) flood += "X-" + std::to_string(i) + ": y\r\n";
+  flood += "\r\n";
+  const std::string a = raw_exchange(port, flood);
+  EXPECT_TRUE(status_of(a) == 431 || a.empty()) << a.substr(0, 200);
+  const std::string b = raw_exchange(port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + std::string(1 << 20, 'a') + "\r\n\r\n");
+  EXPECT_TRUE(status_of(b) == 431 || b.empty()) << b.substr(0, 200);
+  EXPECT_EQ(client().Get("/health")->status, 200);  // still serving
+}
+
+class SlowClientTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    configure = [](WorkerConfig& c) { c.request_read_timeout_secs = 0.5; };
+    start();
+  }
+};
+
+TEST_F(SlowClientTest, ARequestNotReadInTimeIsDropped) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // Half a head, then nothing (a slowloris client): the connection is closed at the deadline.
+  const std::string r = raw_exchange(port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n", 5000ms);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(s, 3.0);
+  EXPECT_EQ(r.find("\"status\":\"healthy\""), std::string::npos);
+  // A body that never completes: 408 or closed, well before the client's own 5 s.
+  const std::string b = raw_exchange(port, "POST /execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", 5000ms);
+  EXPECT_TRUE(status_of(b) == 408 || b.empty()) << b.substr(0, 200);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  EXPECT_EQ(fake->started, 0);
+}
+
+TEST_F(ServerTest, NonStreamingRequestsAreCancelledWhenTheClientLeaves) {
+  fake->delay = 20ms;
+  std::string words;
+  for (int i = 0; i < 200; ++i) words += "w ";
+  fake->script = words;
+  const std::string body = R"({"prompt":"x","max_tokens":60})";
+  raw_exchange(port, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\n\r\n" + body, 0ms, /*close_early=*/true);
+  for (int i = 0; i < 150 && fake->cancelled == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(fake->cancelled, 1);
+}
+
+TEST_F(ServerTest, RequestsEndAtTheirDeadline) {
+  fake->delay = 50ms;
+  std::string words;
+  for (int i = 0; i < 200; ++i) words += "w ";
+  fake->script = words;
+  auto r = client().Post("/v1/completions", R"({"prompt":"x","max_tokens":60,"timeout_secs":1})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504);
+  EXPECT_EQ(nlohmann::json::parse(r->body)["error"]["code"], "DEADLINE_EXCEEDED");
+  const auto s = post_sse("/execute", R"({"job_id":"dl","prompt":"x","max_tokens":60,"timeout_secs":1})");
+  ASSERT_FALSE(s.events.empty());
+  EXPECT_EQ(s.events.back().second["code"], "DEADLINE_EXCEEDED");
+  EXPECT_EQ(metrics.value("orcd_requests_total", {{"outcome", "deadline"}}), 2);
+}
+
+class CappedChatTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    configure = [](WorkerConfig& c) {
+      c.default_max_tokens = 3;
+      c.max_prompt_bytes = 64;
+    };
+    start();
+  }
+};
+
+TEST_F(CappedChatTest, ChatHasADefaultCapAndPromptsAreMeasuredBeforeTokenizing) {
+  auto r = client().Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}]})", "application/json");
+  ASSERT_TRUE(r);
+  const auto j = nlohmann::json::parse(r->body);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 3);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(fake->tokenized, 1);  // once, before admission; generate() reuses the ids
+  r = client().Post("/execute", R"({"job_id":"big","prompt":")" + std::string(65, 'x') + R"("})", "application/json");
+  EXPECT_EQ(r->status, 413);
+  EXPECT_EQ(nlohmann::json::parse(r->body)["code"], "PROMPT_TOO_LARGE");
+  EXPECT_EQ(fake->tokenized, 1);
+}
+
+TEST_F(ServerTest, ProbesAndTerminalStates) {
+  EXPECT_EQ(client().Get("/readyz")->status, 200);
+  // Paused: alive, not ready.
+  auto b = server->take_backend(WorkerState::paused, "others on the GPU");
+  auto r = client().Get("/readyz");
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(nlohmann::json::parse(r->body)["code"], "WORKER_PAUSED");
+  EXPECT_EQ(client().Get("/livez")->status, 200);
+  EXPECT_EQ(client().Get("/health")->status, 200);
+  server->set_backend(std::move(b));
+  EXPECT_EQ(client().Get("/readyz")->status, 200);
+  // Unhealthy is terminal: neither a pause nor a new backend makes it serve again.
+  EXPECT_TRUE(server->set_state(WorkerState::unhealthy, "test"));
+  b = server->take_backend(WorkerState::paused, "others");
+  EXPECT_EQ(server->state(), WorkerState::unhealthy);
+  server->set_backend(std::move(b));
+  EXPECT_EQ(server->state(), WorkerState::unhealthy);
+  EXPECT_FALSE(server->set_state(WorkerState::healthy));
+  EXPECT_EQ(client().Get("/readyz")->status, 503);
+  EXPECT_EQ(client().Get("/livez")->status, 503);
+  EXPECT_EQ(client().Get("/health")->status, 503);
+}
+
+TEST_F(ServerTest, StateChangesReachTheListenerInOrder) {
+  std::mutex mu;
+  std::vector<std::string> seen;
+  server->on_state_change([&](WorkerState s, const std::string&) {
+    std::lock_guard lock(mu);
+    seen.emplace_back(worker_state_name(s));
+  });
+  auto b = server->take_backend(WorkerState::paused, "x");
+  server->set_backend(std::move(b), WorkerState::loading);
+  server->set_state(WorkerState::healthy);
+  server->drain(std::chrono::duration<double>(5), "test");
+  serving.join();
+  serving = std::thread([] {});
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen, (std::vector<std::string>{"paused", "loading", "healthy", "draining", "stopping"}));
+}
+
+TEST_F(ServerTest, DrainFinishesRunningWorkAndTakesNoMore) {
+  fake->delay = 20ms;
+  auto fut = std::async(std::launch::async, [&] { return post_sse("/execute", R"({"job_id":"d1","prompt":"x","max_tokens":8})"); });
+  std::this_thread::sleep_for(50ms);
+  server->drain(std::chrono::duration<double>(10), "SIGTERM");
+  auto r = client().Post("/execute", R"({"job_id":"d2","prompt":"x","max_tokens":1})", "application/json");
+  if (r) {  // the listener may already be gone once the running job ended
+    EXPECT_EQ(r->status, 503);
+    EXPECT_EQ(client().Get("/readyz")->status, 503);
+  }
+  const auto s = fut.get();
+  ASSERT_FALSE(s.events.empty());
+  EXPECT_EQ(s.events.back().first, "end");  // finished, not cancelled
+  EXPECT_EQ(s.events.back().second["tokens_out"], 8);
+  serving.join();
+  serving = std::thread([] {});
+}
+
+TEST_F(ServerTest, ADeviceThatCannotRecoverMakesTheWorkerUnhealthyForGood) {
+  fake->break_device = true;
+  const auto s = post_sse("/execute", R"({"job_id":"x","prompt":"x","max_tokens":2})");
+  ASSERT_FALSE(s.events.empty());
+  EXPECT_EQ(s.events.back().second["code"], "INTERNAL");
+  EXPECT_TRUE(server->device_lost());
+  EXPECT_EQ(server->state(), WorkerState::unhealthy);
+  EXPECT_FALSE(server->set_state(WorkerState::paused));
+}
+
+TEST_F(ServerTest, UnknownChatTemplatesFallBackToChatMl) {
+  auto b = server->take_backend(WorkerState::loading);
+  auto* f = static_cast<FakeBackend*>(b.get());
+  f->mutable_info().chat_format = ChatFormat::none;
+  server->set_backend(std::move(b));
+  auto r = client().Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":1})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(nlohmann::json::parse(client().Get("/health")->body)["chat_template"], "chatml");
 }
 
 }  // namespace

@@ -6,20 +6,27 @@
 #include <random>
 #include <thread>
 
-#include "engine/vram_plan.h"
+#include "vram/vram_errors.h"
 #include "vram/admission_ledger.h"
 
 using namespace orcd;
 
-TEST(Headroom, DefaultIsTenPercentOrTwoGibAndExplicitValuesWin) {
+TEST(Headroom, NeverBelowTheFloorOnASharedGpu) {
   constexpr uint64_t GiB = 1ull << 30;
-  EXPECT_EQ(headroom_bytes(80 * GiB, nullptr), 8 * GiB);
-  EXPECT_EQ(headroom_bytes(8 * GiB, nullptr), 2 * GiB);
-  EXPECT_EQ(headroom_bytes(24 * GiB, nullptr), 24 * GiB / 10);
+  EXPECT_EQ(headroom_bytes(80 * GiB, nullptr, false), 8 * GiB);
+  EXPECT_EQ(headroom_bytes(8 * GiB, nullptr, false), 2 * GiB);
+  EXPECT_EQ(headroom_bytes(24 * GiB, nullptr, false), 24 * GiB / 10);
+  EXPECT_EQ(headroom_bytes(8 * GiB, nullptr, true), 2 * GiB);  // dedicated without a value: the floor
   const uint64_t zero = 0, one = GiB, twenty = 20 * GiB;
-  EXPECT_EQ(headroom_bytes(80 * GiB, &zero), 0u);   // dedicated server
-  EXPECT_EQ(headroom_bytes(80 * GiB, &one), GiB);   // explicitly lower than the default
-  EXPECT_EQ(headroom_bytes(80 * GiB, &twenty), 20 * GiB);
+  // Shared: an explicit value below the floor is raised to it; above it, it wins.
+  EXPECT_EQ(headroom_bytes(80 * GiB, &zero, false), 8 * GiB);
+  EXPECT_EQ(headroom_bytes(80 * GiB, &one, false), 8 * GiB);
+  EXPECT_EQ(headroom_bytes(16 * GiB, &one, false), 2 * GiB);
+  EXPECT_EQ(headroom_bytes(80 * GiB, &twenty, false), 20 * GiB);
+  // Dedicated (allow_shared_gpu = false): the operator's value stands, 0 included.
+  EXPECT_EQ(headroom_bytes(80 * GiB, &zero, true), 0u);
+  EXPECT_EQ(headroom_bytes(80 * GiB, &one, true), GiB);
+  EXPECT_EQ(headroom_bytes(80 * GiB, &twenty, true), 20 * GiB);
 }
 
 TEST(AdmissionLedger, RefusesPastTheBudgetAndPastRealFreeMemory) {
@@ -90,18 +97,3 @@ TEST(AdmissionLedger, ManyThreadsNeverOverCommitAndAccountExactly) {
   EXPECT_EQ(s.refusals, static_cast<uint64_t>(refused.load()));
 }
 
-TEST(VramRefusal, JsonHasEveryFieldAPersonAndAMachineNeed) {
-  const InsufficientVramError e("INSUFFICIENT_VRAM: model needs more", 5'000'000'000, 3'000'000'000, 2'147'483'648);
-  const auto j = vram_refusal_json(e, 0, "INSUFFICIENT_VRAM", 30, {{"model", "/m.gguf"}});
-  EXPECT_EQ(j["error"], "insufficient_vram");
-  EXPECT_EQ(j["code"], "INSUFFICIENT_VRAM");
-  EXPECT_EQ(j["needed_bytes"], 5'000'000'000u);
-  EXPECT_EQ(j["free_bytes"], 3'000'000'000u);
-  EXPECT_EQ(j["headroom_bytes"], 2'147'483'648u);
-  EXPECT_EQ(j["gpu"], 0);
-  EXPECT_EQ(j["retriable"], true);
-  EXPECT_EQ(j["retry_after"], 30);
-  EXPECT_EQ(j["details"]["model"], "/m.gguf");
-  EXPECT_GE(j["suggestions"].size(), 4u);
-  EXPECT_EQ(vram_refusal_json(e, 1, "POOL_UNAVAILABLE")["code"], "POOL_UNAVAILABLE");
-}

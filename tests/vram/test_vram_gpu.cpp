@@ -90,7 +90,7 @@ TEST(VramGpu, ModelThatDoesNotFitIsRefusedBeforeAnyAllocation) {
     FAIL() << "load succeeded";
   } catch (const InsufficientVramError& e) {
     const std::string m = e.what();
-    EXPECT_NE(m.find("INSUFFICIENT_VRAM"), std::string::npos);
+    EXPECT_NE(m.find("POOL_UNAVAILABLE (insufficient VRAM)"), std::string::npos);
     EXPECT_NE(m.find("weights"), std::string::npos);
     EXPECT_NE(m.find("copy-llama-h256-q8_0.gguf"), std::string::npos);
     EXPECT_GT(e.needed(), 12'000'000u);
@@ -101,6 +101,7 @@ TEST(VramGpu, ModelThatDoesNotFitIsRefusedBeforeAnyAllocation) {
 
   // A context larger than the plan allows is reported with the KV cache in the breakdown.
   opt.reserved_vram = 0;
+  opt.dedicated_gpu = true;
   auto e = InferenceEngine::load(test::testdata("models/copy-llama-h256-q8_0.gguf"), opt);
   const auto by = e->tracker().bytes_by_purpose();
   EXPECT_EQ(by.at(VramPurpose::weights), e->plan().weights);
@@ -116,6 +117,7 @@ TEST(VramGpu, AllocationFailureMidLoadFreesEverything) {
   CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
   EngineOptions opt;
   opt.reserved_vram = 0;
+  opt.dedicated_gpu = true;
   opt.alloc_limit_for_tests = 13u << 20;  // the weights fit, the KV cache does not
   try {
     InferenceEngine::load(test::testdata("models/copy-llama-h256-q8_0.gguf"), opt);

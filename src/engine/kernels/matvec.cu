@@ -6,6 +6,8 @@
 // (q/k/v, or gate/up) share a launch, in one format or (q/k, then v) two. The weights reach the
 // lanes through registers, through shared memory a warp's rows at a time (span), or streamed
 // through shared memory by bulk copies; launch_matvec_q8 picks.
+#include <array>
+#include <mutex>
 #include <cuda/ptx>
 
 #include <climits>
@@ -271,25 +273,34 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_quant_kernel(const float
   }
 }
 
-int device_attribute(cudaDeviceAttr attr) {
-  int dev = 0, v = 0;
+// What launch choices depend on, read once per device: a process may drive several GPUs, and
+// a device reset (the worker's pause) keeps them valid.
+struct DeviceCaps {
+  int sm_count = 0;
+  bool sm90 = false;        // bulk copies (cp.async.bulk) and thread-block clusters need 9.0
+  int bulk_smem_limit = 0;  // opt-in shared memory less room for the static part (barriers, outputs)
+};
+const DeviceCaps& device_caps() {
+  constexpr int kMaxDevices = 64;
+  static std::array<std::once_flag, kMaxDevices> once;
+  static std::array<DeviceCaps, kMaxDevices> caps;
+  int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
-  return v;
+  if (dev < 0 || dev >= kMaxDevices) throw std::runtime_error("device index out of range");
+  std::call_once(once[dev], [&] {
+    auto attr = [&](cudaDeviceAttr a) {
+      int v = 0;
+      CUDA_CHECK(cudaDeviceGetAttribute(&v, a, dev));
+      return v;
+    };
+    caps[dev] = {attr(cudaDevAttrMultiProcessorCount), attr(cudaDevAttrComputeCapabilityMajor) >= 9,
+                 attr(cudaDevAttrMaxSharedMemoryPerBlockOptin) - 4096};
+  });
+  return caps[dev];
 }
-int sm_count() {
-  static const int n = device_attribute(cudaDevAttrMultiProcessorCount);
-  return n;
-}
-// Bulk copies (cp.async.bulk) and thread-block clusters both need compute capability 9.0.
-bool sm90_or_later() {
-  static const bool ok = device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9;
-  return ok;
-}
-int bulk_smem_limit() {  // leaves room for the static shared memory (barriers, outputs)
-  static const int n = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin) - 4096;
-  return n;
-}
+int sm_count() { return device_caps().sm_count; }
+bool sm90_or_later() { return device_caps().sm90; }
+int bulk_smem_limit() { return device_caps().bulk_smem_limit; }
 
 // Launches reading up to this take the register kernel with the rows prefetched into L2 while the
 // previous kernel finishes; larger ones stream through shared memory (where their rows split
@@ -570,11 +581,8 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
         throw std::invalid_argument("matvec_q8: these rows do not split into bulk-copy chunks on this device");
       const int span = kernel == MatvecKernel::bulk ? 0 : span_of(kRows);
       if (kernel == MatvecKernel::bulk || (kernel == MatvecKernel::automatic && fits && !p.prefetch && span == 0)) {
-        static const bool sized = [] {  // once per instantiation: more than 48 KiB must be asked for
-          CUDA_CHECK(cudaFuncSetAttribute(matvec_bulk_kernel<T, kMode, kWarps, kRows>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-          return true;
-        }();
-        (void)sized;
+        // More than 48 KiB must be asked for; asked each time, since a device reset forgets it.
+        CUDA_CHECK(cudaFuncSetAttribute(matvec_bulk_kernel<T, kMode, kWarps, kRows>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         kern::launch_pdl(matvec_bulk_kernel<T, kMode, kWarps, kRows>, kern::LaunchShape{dim3(blocks), dim3(kWarp, kWarps), smem, cluster}, stream,
                          p, x, cols, hq, t);
       } else {
