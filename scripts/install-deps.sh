@@ -10,6 +10,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl python3
+  prometheus                        # promtool checks the alert rules
 )
 
 missing=()

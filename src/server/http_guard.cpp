@@ -154,7 +154,7 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
   GuardedStream strm(sock, limits_);
   t_stream = &strm;
   bool ok = true;
-  for (size_t i = 0; i < limits_.keep_alive_max && svr_sock_ != INVALID_SOCKET; ++i) {
+  for (size_t i = 0; i < limits_.keep_alive_max && (i == 0 || svr_sock_ != INVALID_SOCKET); ++i) {
     // The first request's clock starts at accept; a later one's when its first byte arrives.
     if (i > 0 && !strm.buffered() && !wait_for(sock, POLLIN, static_cast<int>(limits_.keep_alive_idle.count()))) break;
     if (i > 0 && peer_closed(sock) && !strm.buffered()) break;

@@ -31,6 +31,8 @@ class GuardedHttpServer : public httplib::Server {
  public:
   explicit GuardedHttpServer(HttpLimits limits) : limits_(limits) {}
   const HttpLimits& limits() const { return limits_; }
+  // Serves one connection already accepted (or one end of a socketpair) on this thread.
+  bool serve_connection(socket_t sock) { return process_and_close_socket(sock); }
 
  private:
   bool process_and_close_socket(socket_t sock) override;

@@ -73,8 +73,8 @@ WorkerServer::WorkerServer(WorkerConfig cfg, Narrator& log, Metrics& metrics)
 
 WorkerServer::~WorkerServer() {
   request_shutdown("destroyed");
-  if (gpu_thread_.joinable()) gpu_thread_.join();
-  if (residency_thread_.joinable()) residency_thread_.join();
+  for (std::thread* t : {&drainer_, &stopper_, &gpu_thread_, &residency_thread_})
+    if (t->joinable()) t->join();
 }
 
 uint64_t WorkerServer::fresh_seed() {
@@ -199,13 +199,15 @@ void WorkerServer::drain(std::chrono::duration<double> grace, const std::string&
     if (state() != WorkerState::draining) request_shutdown(why);  // terminal already: just stop
     return;
   }
-  std::thread([this, grace, why] {
+  std::lock_guard lock(mu_);
+  if (stopping_ || drainer_.joinable()) return;
+  drainer_ = std::thread([this, grace, why] {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(grace);
     const bool finished = queue_.wait_idle(deadline);
     log_.info("drain", "worker", finished ? "in-flight work finished" : "drain time is up: cancelling what is left",
               {{"drain_secs", grace.count()}});
     request_shutdown(why);
-  }).detach();
+  });
 }
 
 void WorkerServer::request_shutdown(const std::string& why) {
@@ -214,18 +216,19 @@ void WorkerServer::request_shutdown(const std::string& why) {
     if (stopping_) return;
     stopping_ = true;
   }
+  std::lock_guard once(stopper_mu_);
   if (state() != WorkerState::unhealthy) set_state(WorkerState::stopping, why);
   queue_.cancel_all("worker is shutting down");
   cv_.notify_all();
   // Let open streams deliver their final event, then stop the listener (from another thread:
   // this may run inside an HTTP handler).
-  std::thread([this] {
+  stopper_ = std::thread([this] {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (std::chrono::steady_clock::now() < deadline && !(queue_.idle() && open_streams_ == 0))
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     queue_.close();
     http_->stop();
-  }).detach();
+  });
 }
 
 std::optional<ApiError> WorkerServer::state_error() const {

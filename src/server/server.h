@@ -101,6 +101,8 @@ class WorkerServer {
 
   std::atomic<int> open_streams_{0};
   std::thread gpu_thread_, residency_thread_;
+  std::thread drainer_, stopper_;  // started once each; joined by the destructor
+  std::mutex stopper_mu_;
   std::mutex seed_mu_;
   uint64_t seed_state_;
 };

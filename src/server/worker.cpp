@@ -147,8 +147,8 @@ void Worker::on_state(WorkerState s, const std::string& reason) {
     }
     notifier_->post(std::move(body));
   }
-  if (s == WorkerState::unhealthy && server_ && server_->device_lost())
-    std::thread([this] { server_->request_shutdown("the GPU failed; exiting so a supervisor restarts the worker"); }).detach();
+  if (s == WorkerState::unhealthy && server_ && server_->device_lost() && !fatal_stop_.joinable())
+    fatal_stop_ = std::thread([this] { server_->request_shutdown("the GPU failed; exiting so a supervisor restarts the worker"); });
 }
 
 void Worker::telemetry_loop() {
@@ -322,6 +322,7 @@ int Worker::run() {
   }
 
   serving.join();
+  if (fatal_stop_.joinable()) fatal_stop_.join();
   if (monitor) monitor->stop();
   {
     std::lock_guard lock(mu_);

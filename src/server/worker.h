@@ -79,6 +79,7 @@ class Worker {
   std::vector<GpuProcess> others_;
   bool telemetry_stop_ = false;
   std::atomic<bool> stop_requested_{false};
+  std::thread fatal_stop_;  // asks the server to stop after a device failure; joined by run()
 };
 
 }  // namespace orcd
