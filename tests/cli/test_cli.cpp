@@ -89,10 +89,10 @@ TEST(Cli, ServeFlagsOverrideTheConfigFileWhereGiven) {
     std::fclose(f);
   }
   auto r = test::run_cli("serve --config '" + toml + "' --port 0");
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);  // a configuration error, before anything starts
   EXPECT_NE(r.err.find("log_format must be"), std::string::npos) << r.err;  // the file's value is kept
   r = test::run_cli("serve --config '" + toml + "' --log-format text");
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("port must be"), std::string::npos) << r.err;
   r = test::run_cli("serve --config '" + toml + "' --log-format text --port 0");
   EXPECT_EQ(r.exit_code, 1);
