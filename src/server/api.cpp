@@ -4,12 +4,12 @@
 #include <ctime>
 #include <optional>
 
+#include "common/text.h"
+
 namespace orcd {
 
 nlohmann::json ApiError::to_json() const {
-  std::string snake;
-  for (char c : code) snake += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  nlohmann::json j = {{"error", snake}, {"code", code}, {"message", message}};
+  nlohmann::json j = {{"error", ascii_lower(code)}, {"code", code}, {"message", message}};
   if (!field.empty()) j["field"] = field;
   for (const auto& [k, v] : extra.items()) j[k] = v;
   return j;

@@ -140,6 +140,7 @@ class GuardedStream final : public httplib::Stream {
 
 thread_local GuardedStream* t_stream = nullptr;
 thread_local HttpViolation t_body_violation = HttpViolation::none;
+thread_local bool t_close_after = false;
 
 }  // namespace
 
@@ -147,6 +148,8 @@ HttpViolation current_http_violation() {
   if (t_body_violation != HttpViolation::none) return t_body_violation;
   return t_stream ? t_stream->violation() : HttpViolation::none;
 }
+
+void close_after_response() { t_close_after = true; }
 
 bool current_client_gone() { return t_stream && peer_closed(t_stream->socket()); }
 
@@ -160,9 +163,10 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
     if (i > 0 && peer_closed(sock) && !strm.buffered()) break;
     strm.start_request(Clock::now());
     t_body_violation = HttpViolation::none;
+    t_close_after = false;
     bool closed = false;
     ok = process_request(strm, i + 1 == limits_.keep_alive_max, closed, nullptr);
-    if (!ok || closed || strm.violation() != HttpViolation::none || t_body_violation != HttpViolation::none) break;
+    if (!ok || closed || t_close_after || strm.violation() != HttpViolation::none || t_body_violation != HttpViolation::none) break;
   }
   t_stream = nullptr;
   ::shutdown(sock, SHUT_RDWR);

@@ -24,6 +24,9 @@ struct HttpLimits {
 enum class HttpViolation { none, header_too_large, too_many_headers, read_deadline, body_too_large };
 HttpViolation current_http_violation();
 
+// Ends the connection after the current response (a refused request may leave its body unread).
+void close_after_response();
+
 // True when the peer of the request being handled on this thread has closed its connection.
 bool current_client_gone();
 

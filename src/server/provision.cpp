@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/text.h"
 #include "server/narrator.h"
 
 namespace orcd {
@@ -20,19 +21,28 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct UrlParts {
-  std::string scheme, origin, path;
-};
+UrlParts parse_url(const std::string& url) {
+  try {
+    return split_url(url);
+  } catch (const std::invalid_argument& e) {
+    throw ProvisionError(e.what());
+  }
+}
 
-UrlParts split_url(const std::string& url) {
-  const auto scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) throw ProvisionError("not a URL: " + url);
-  const auto path_start = url.find('/', scheme_end + 3);
-  UrlParts u;
-  u.scheme = url.substr(0, scheme_end);
-  u.origin = url.substr(0, path_start);
-  u.path = path_start == std::string::npos ? "/" : url.substr(path_start);
-  return u;
+// The last path segment, without the query: what the file is called.
+std::string url_file_name(const std::string& url) {
+  std::string name = parse_url(url).path;
+  name = name.substr(0, name.find_first_of("?#"));
+  name = name.substr(name.rfind('/') + 1);
+  if (name.empty() || name == "." || name == "..") throw ProvisionError(url + ": the URL names no file");
+  return name;
+}
+
+std::string to_hex(const unsigned char* md, unsigned int n) {
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (unsigned int i = 0; i < n; ++i) s += hex[md[i] >> 4], s += hex[md[i] & 15];
+  return s;
 }
 
 bool is_sha256(const std::string& s) {
@@ -45,8 +55,7 @@ bool is_sha256(const std::string& s) {
 std::string unquote(std::string s) {
   if (s.starts_with("W/")) s = s.substr(2);
   if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
-  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return s;
+  return ascii_lower(s);
 }
 
 uint64_t parse_u64(const std::string& v) {
@@ -73,7 +82,7 @@ httplib::Result get_following(std::string url, const httplib::Headers& headers, 
                               const std::function<bool(const httplib::Response&)>& on_final, const httplib::ContentReceiver& receive) {
   bool was_https = url.starts_with("https://");
   for (int hop = 0; hop <= opt.max_redirects; ++hop) {
-    const UrlParts u = split_url(url);
+    const UrlParts u = parse_url(url);
     if (u.scheme != "https" && !(u.scheme == "http" && opt.allow_http))
       throw ProvisionError(url + ": " + (was_https ? "a redirect from https to " + u.scheme + " is refused" : "only https:// models are fetched") +
                            " (allow_http_downloads to allow it)");
@@ -150,11 +159,6 @@ void write_record(const fs::path& record, const std::string& sha) {
   fs::rename(tmp, record);
 }
 
-std::string lower(std::string s) {
-  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return s;
-}
-
 }  // namespace
 
 bool is_remote_model(const std::string& s) { return s.starts_with("https://") || s.starts_with("http://") || s.starts_with("hf:"); }
@@ -183,16 +187,12 @@ std::string default_model_cache_dir() {
 
 std::string cached_model_path(const std::string& cache_dir, const std::string& url) {
   const fs::path dir = cache_dir.empty() ? fs::path(default_model_cache_dir()) : fs::path(cache_dir);
-  std::string name = split_url(url).path;
-  name = name.substr(0, name.find('?'));
-  name = name.substr(name.rfind('/') + 1);
-  if (name.empty() || name == "." || name == "..") throw ProvisionError(url + ": the URL names no file");
-  return (dir / (sha256_hex(url).substr(0, 16) + "-" + name)).string();
+  return (dir / (sha256_hex(url).substr(0, 16) + "-" + url_file_name(url))).string();
 }
 
 RemoteModelHeader fetch_model_header(const std::string& url, const FetchOptions& opt) {
   RemoteModelHeader out;
-  out.file_name = fs::path(cached_model_path("/", url)).filename().string().substr(17);
+  out.file_name = url_file_name(url);
   for (uint64_t want = 1 << 20;; want *= 2) {
     HopInfo hops;
     std::string body;
@@ -240,10 +240,7 @@ std::string sha256_hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (unsigned int i = 0; i < n; ++i) s += hex[md[i] >> 4], s += hex[md[i] & 15];
-  return s;
+  return to_hex(md, n);
 }
 
 std::string sha256_file(const std::string& path) {
@@ -259,10 +256,7 @@ std::string sha256_file(const std::string& path) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   EVP_DigestFinal_ex(ctx.get(), md, &n);
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (unsigned int i = 0; i < n; ++i) s += hex[md[i] >> 4], s += hex[md[i] & 15];
-  return s;
+  return to_hex(md, n);
 }
 
 std::string download_model(const std::string& url, const RemoteModelHeader& head, const DownloadOptions& opt) {
@@ -270,14 +264,14 @@ std::string download_model(const std::string& url, const RemoteModelHeader& head
   std::error_code ec;
   fs::create_directories(final_path.parent_path(), ec);
   if (ec) throw ProvisionError("cannot create the model cache " + final_path.parent_path().string() + ": " + ec.message());
-  const std::string want = lower(opt.expected_sha256.empty() ? head.sha256 : opt.expected_sha256);
+  const std::string want = ascii_lower(opt.expected_sha256.empty() ? head.sha256 : opt.expected_sha256);
   if (want.empty() && !opt.insecure_skip_hash)
     throw ProvisionError(url + ": no SHA-256 to check the download against (the server sent none): give model_sha256, "
                                "or --insecure-skip-hash to download it unverified");
   if (!want.empty() && !is_sha256(want)) throw ProvisionError("model_sha256 must be 64 hex digits");
   const fs::path part = final_path.string() + ".part";
   const fs::path record = final_path.string() + ".sha256";
-  DownloadLock lock(final_path, nullptr);
+  DownloadLock lock(final_path, opt.log);
 
   // Another process may have finished it while we waited for the lock.
   if (fs::exists(final_path) && fs::file_size(final_path) == head.file_size && (want.empty() || read_record(record) == want))
@@ -346,7 +340,7 @@ std::string provision_model(const std::string& ref, const ProvisionOptions& opt)
   const std::string url = resolve_model_url(ref);
   const fs::path path = cached_model_path(opt.cache_dir, url);
   const fs::path record = path.string() + ".sha256";
-  const std::string pinned = lower(opt.expected_sha256);
+  const std::string pinned = ascii_lower(opt.expected_sha256);
   // A copy verified before: check it against its record (offline), and against a pinned hash.
   if (fs::exists(path) && fs::exists(record)) {
     const std::string recorded = read_record(record);
@@ -372,6 +366,7 @@ std::string provision_model(const std::string& ref, const ProvisionOptions& opt)
   dl.expected_sha256 = pinned;
   dl.insecure_skip_hash = opt.insecure_skip_hash;
   dl.fetch = fo;
+  dl.log = opt.log;
   const bool tty = ::isatty(2);
   int last_pct = -1;
   auto last_draw = std::chrono::steady_clock::now() - std::chrono::seconds(1);

@@ -52,6 +52,7 @@ struct DownloadOptions {
   bool insecure_skip_hash = false;
   FetchOptions fetch;
   std::function<void(uint64_t done, uint64_t total)> progress;
+  Narrator* log = nullptr;  // says when it waits for another process's download
 };
 
 // Downloads into the cache and returns the local path; a cached file whose recorded hash

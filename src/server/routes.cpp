@@ -4,6 +4,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include <charconv>
+
+#include "common/text.h"
 #include "server/server.h"
 #include "tokenizer/vocab.h"
 
@@ -21,11 +24,6 @@ void send_error(httplib::Response& res, const ApiError& e) {
   send_json(res, e.http_status, e.to_json());
 }
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 // Compares digests, so neither the key's bytes nor its length leak through timing.
 bool same_secret(const std::string& given, const std::string& key) {
   unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
@@ -37,14 +35,14 @@ bool same_secret(const std::string& given, const std::string& key) {
 
 std::string bearer(const httplib::Request& req) {
   const std::string h = req.get_header_value("Authorization");
-  if (h.size() > 7 && lower(h.substr(0, 7)) == "bearer ") return h.substr(7);
+  if (h.size() > 7 && ascii_lower(h.substr(0, 7)) == "bearer ") return h.substr(7);
   return {};
 }
 
 // "host:port", "[v6]:port" or "host" -> the host, lowercased.
 std::string host_of(const std::string& header) {
-  if (header.starts_with("[")) return lower(header.substr(0, header.find(']') + 1));
-  return lower(header.substr(0, header.find(':')));
+  if (header.starts_with("[")) return ascii_lower(header.substr(0, header.find(']') + 1));
+  return ascii_lower(header.substr(0, header.find(':')));
 }
 
 }  // namespace
@@ -56,6 +54,7 @@ void WorkerServer::install_guards() {
     auto refuse = [&](const ApiError& e, const char* reason) {
       metrics_.inc("orcd_http_rejections_total", {{"reason", reason}});
       res.set_header("Connection", "close");
+      close_after_response();
       send_error(res, e);
       return httplib::Server::HandlerResponse::Handled;
     };
@@ -63,7 +62,7 @@ void WorkerServer::install_guards() {
     if (req.has_header("Host") && (loopback || !cfg_.allowed_hosts.empty())) {
       const std::string h = host_of(req.get_header_value("Host"));
       bool ok = loopback && (h == "localhost" || h == "127.0.0.1" || h == "[::1]");
-      for (const auto& a : cfg_.allowed_hosts) ok = ok || lower(a) == h;
+      for (const auto& a : cfg_.allowed_hosts) ok = ok || ascii_lower(a) == h;
       if (!ok) return refuse(ApiError{403, "FORBIDDEN_HOST", "the Host header names a host this worker does not serve (allowed_hosts)", "", {}}, "host");
     }
     const bool exempt = std::find(cfg_.auth_exempt_routes.begin(), cfg_.auth_exempt_routes.end(), req.path) != cfg_.auth_exempt_routes.end();
@@ -79,17 +78,19 @@ void WorkerServer::install_guards() {
       return refuse(ApiError{401, "UNAUTHORIZED", "a valid API key is required: Authorization: Bearer <api_key>", "", {}}, "auth");
     }
     if (req.method == "POST") {
-      const std::string ct = lower(req.get_header_value("Content-Type"));
+      const std::string ct = ascii_lower(req.get_header_value("Content-Type"));
       if (!ct.starts_with("application/json"))
         return refuse(ApiError{415, "UNSUPPORTED_MEDIA_TYPE", "POST bodies must be sent as Content-Type: application/json", "", {}}, "content_type");
-      const std::string ce = lower(req.get_header_value("Content-Encoding"));
-      const std::string te = lower(req.get_header_value("Transfer-Encoding"));
+      const std::string ce = ascii_lower(req.get_header_value("Content-Encoding"));
+      const std::string te = ascii_lower(req.get_header_value("Transfer-Encoding"));
       if ((!ce.empty() && ce != "identity") || (!te.empty() && te != "chunked"))
         return refuse(ApiError{415, "UNSUPPORTED_ENCODING", "compressed request bodies are not accepted; send them uncompressed", "", {}},
                       "encoding");
       // A declared length over the limit is refused before a byte of the body is read.
       const std::string cl = req.get_header_value("Content-Length");
-      if (!cl.empty() && (cl.size() > 18 || std::stoull(cl) > cfg_.max_body_bytes))
+      uint64_t declared = 0;
+      const auto [end, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), declared);
+      if (!cl.empty() && (ec != std::errc() || end != cl.data() + cl.size() || declared > cfg_.max_body_bytes))
         return refuse(ApiError{413, "PAYLOAD_TOO_LARGE", "the request body is larger than max_body_bytes (" + std::to_string(cfg_.max_body_bytes) + ")",
                                "", {}}, "body_size");
     }
@@ -115,7 +116,7 @@ void WorkerServer::install_guards() {
   });
 }
 
-void WorkerServer::submit(const httplib::Request&, httplib::Response& res, JobSpec spec) {
+void WorkerServer::submit(httplib::Response& res, JobSpec spec) {
   auto reject = [&](const ApiError& e) {
     metrics_.inc("orcd_requests_total", {{"outcome", "rejected"}});
     send_error(res, e);
@@ -208,22 +209,22 @@ void WorkerServer::install_routes() {
       handle(req, res, std::get<std::string>(body));
     });
   };
-  auto parsed = [this](const httplib::Request& req, httplib::Response& res, std::variant<JobSpec, ApiError> p) {
+  auto parsed = [this](httplib::Response& res, std::variant<JobSpec, ApiError> p) {
     if (auto* e = std::get_if<ApiError>(&p)) {
       metrics_.inc("orcd_requests_total", {{"outcome", "rejected"}});
       return send_error(res, *e);
     }
-    submit(req, res, std::get<JobSpec>(std::move(p)));
+    submit(res, std::get<JobSpec>(std::move(p)));
   };
 
-  post("/execute", [this, parsed](const httplib::Request& req, httplib::Response& res, const std::string& body) {
-    parsed(req, res, parse_execute(body, fresh_seed(), limits_));
+  post("/execute", [this, parsed](const httplib::Request&, httplib::Response& res, const std::string& body) {
+    parsed(res, parse_execute(body, fresh_seed(), limits_));
   });
-  post("/v1/completions", [this, parsed](const httplib::Request& req, httplib::Response& res, const std::string& body) {
-    parsed(req, res, parse_openai(body, false, chat_format(), fresh_seed(), limits_));
+  post("/v1/completions", [this, parsed](const httplib::Request&, httplib::Response& res, const std::string& body) {
+    parsed(res, parse_openai(body, false, chat_format(), fresh_seed(), limits_));
   });
-  post("/v1/chat/completions", [this, parsed](const httplib::Request& req, httplib::Response& res, const std::string& body) {
-    parsed(req, res, parse_openai(body, true, chat_format(), fresh_seed(), limits_));
+  post("/v1/chat/completions", [this, parsed](const httplib::Request&, httplib::Response& res, const std::string& body) {
+    parsed(res, parse_openai(body, true, chat_format(), fresh_seed(), limits_));
   });
   svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     nlohmann::json data = nlohmann::json::array();

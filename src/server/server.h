@@ -69,7 +69,7 @@ class WorkerServer {
   void residency_loop();
   void run_job(const std::shared_ptr<Job>& job);
   std::optional<ApiError> state_error() const;  // why no job can be admitted now, if so
-  void submit(const httplib::Request& req, httplib::Response& res, JobSpec spec);
+  void submit(httplib::Response& res, JobSpec spec);
   nlohmann::json health_json(int* http_status);
   void update_vram_metrics();
   std::shared_ptr<InferenceBackend> backend() const;

@@ -2,13 +2,14 @@
 
 #include <httplib.h>
 
+#include "common/text.h"
+
 namespace orcd {
 
 StateNotifier::StateNotifier(std::string url, Narrator& log) : url_(std::move(url)), log_(log) {
-  const auto scheme_end = url_.find("://");
-  const auto path_start = url_.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
-  base_ = url_.substr(0, path_start);
-  path_ = path_start == std::string::npos ? "/" : url_.substr(path_start);
+  const UrlParts u = split_url(url_);  // the config checked the scheme
+  base_ = u.origin;
+  path_ = u.path;
   thread_ = std::thread([this] { loop(); });
 }
 

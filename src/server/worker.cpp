@@ -88,11 +88,9 @@ std::shared_ptr<InferenceBackend> Worker::load() {
     attempts();
     metrics_.inc("vram_allocation_failures_total", {{"reason", "insufficient_vram"}});
     throw;
-  } catch (const CudaError&) {
-    metrics_.inc("vram_allocation_failures_total", {{"reason", "cuda_error"}});
-    throw;
-  } catch (const VramOomError&) {
-    metrics_.inc("vram_allocation_failures_total", {{"reason", "cuda_error"}});
+  } catch (const std::exception& e) {
+    if (dynamic_cast<const CudaError*>(&e) || dynamic_cast<const VramOomError*>(&e))
+      metrics_.inc("vram_allocation_failures_total", {{"reason", "cuda_error"}});
     throw;
   }
 }
@@ -228,15 +226,18 @@ int Worker::run() {
   server_->on_state_change([this](WorkerState s, const std::string& reason) { on_state(s, reason); });
   std::thread serving([this] { server_->serve(); });
   std::thread telemetry([this] { telemetry_loop(); });
-  auto finish = [&](int code) {
-    server_->request_shutdown("stopping");
-    serving.join();
+  auto stop_telemetry = [&] {
     {
       std::lock_guard lock(mu_);
       telemetry_stop_ = true;
     }
     cv_.notify_all();
     telemetry.join();
+  };
+  auto finish = [&](int code) {
+    server_->request_shutdown("stopping");
+    serving.join();
+    stop_telemetry();
     return code;
   };
   if (!server_->wait_until_listening(std::chrono::seconds(10))) return finish(fail("listen", "the HTTP server did not start accepting connections"));
@@ -324,12 +325,7 @@ int Worker::run() {
   serving.join();
   if (fatal_stop_.joinable()) fatal_stop_.join();
   if (monitor) monitor->stop();
-  {
-    std::lock_guard lock(mu_);
-    telemetry_stop_ = true;
-  }
-  cv_.notify_all();
-  telemetry.join();
+  stop_telemetry();
   const bool lost = server_->device_lost();
   // Free VRAM before saying we are done (a lost device frees nothing more).
   server_->take_backend(WorkerState::stopping).reset();

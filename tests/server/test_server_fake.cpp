@@ -88,6 +88,34 @@ class ServerTest : public ::testing::Test {
   std::thread serving;
 };
 
+// Sends raw bytes on a fresh connection and returns what comes back before the server closes it
+// (or `wait` passes).
+std::string raw_exchange(int port, const std::string& bytes, std::chrono::milliseconds wait = 3000ms, bool close_early = false) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "connect failed";
+  for (size_t off = 0; off < bytes.size();) {
+    const ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+  std::string out;
+  if (!close_early) {
+    timeval tv{static_cast<time_t>(wait.count() / 1000), static_cast<suseconds_t>((wait.count() % 1000) * 1000)};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+int status_of(const std::string& response) { return response.size() > 12 && response.starts_with("HTTP/1.1 ") ? std::stoi(response.substr(9, 3)) : 0; }
+
 TEST_F(ServerTest, ExecuteStreamsStartedTokensAndExactlyOneEnd) {
   int status = 0;
   const auto s = post_sse("/execute", R"({"job_id":"a","prompt":"hello there","max_tokens":4,"seed":9})", &status);
@@ -316,34 +344,6 @@ TEST_F(ServerTest, ImmediateShutdownEndsRunningStreamsAndStopsServing) {
   EXPECT_FALSE(client().Get("/health"));  // nothing listens any more
 }
 
-// Sends raw bytes on a fresh connection and returns what comes back before the server closes it
-// (or `wait` passes).
-std::string raw_exchange(int port, const std::string& bytes, std::chrono::milliseconds wait = 3000ms, bool close_early = false) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "connect failed";
-  for (size_t off = 0; off < bytes.size();) {
-    const ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    off += static_cast<size_t>(n);
-  }
-  std::string out;
-  if (!close_early) {
-    timeval tv{static_cast<time_t>(wait.count() / 1000), static_cast<suseconds_t>((wait.count() % 1000) * 1000)};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
-
-int status_of(const std::string& response) { return response.size() > 12 && response.starts_with("HTTP/1.1 ") ? std::stoi(response.substr(9, 3)) : 0; }
-
 class SecuredServerTest : public ServerTest {
  protected:
   void SetUp() override {
@@ -401,6 +401,11 @@ TEST_F(ServerTest, PostsMustBeJsonUncompressedAndForThisHost) {
   EXPECT_EQ(nlohmann::json::parse(r->body)["code"], "FORBIDDEN_HOST");
   EXPECT_EQ(c.Get("/health", {{"Host", "localhost:" + std::to_string(port)}})->status, 200);
   EXPECT_EQ(c.Get("/health", {{"Host", "[::1]:" + std::to_string(port)}})->status, 200);
+  // A length that is not a number is refused before any body is read, and nothing breaks.
+  const std::string bad = raw_exchange(port, "POST /execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                             "Content-Length: 12abc\r\n\r\n{}");
+  EXPECT_EQ(status_of(bad), 413) << bad.substr(0, 200);
+  EXPECT_EQ(c.Get("/health")->status, 200);
 }
 
 TEST_F(ServerTest, ChunkedBodiesStopAtTheLimit) {
