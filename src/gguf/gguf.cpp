@@ -96,11 +96,26 @@ class Cursor {
 
   const uint8_t* base() const { return base_; }
 
+  // How many of `count` elements could be in the bytes held: what may be reserved up front.
+  // Counts are judged against the whole file, allocations against what is actually here, so a
+  // header prefix that claims a huge file cannot make the parser allocate for it.
+  uint64_t reservable(uint64_t count, uint64_t min_size) const { return std::min(count, remaining() / std::max<uint64_t>(min_size, 1)); }
+
+  // Books `bytes` of parsed structures; they may take at most four times the bytes held (plus
+  // 16 MiB), however small each encoded element is (an empty array is 12 bytes, its value 120).
+  void charge(uint64_t bytes, uint64_t at) {
+    charged_ += bytes;
+    if (charged_ > 4 * size_ + (16u << 20))
+      fail(GgufErrc::absurd_count, "metadata would take " + std::to_string(charged_) + " bytes of memory for " + std::to_string(size_) +
+                                       " bytes of file", at);
+  }
+
  private:
   const uint8_t* base_;
   uint64_t size_;
   uint64_t count_limit_;
   uint64_t pos_ = 0;
+  uint64_t charged_ = 0;
   const std::string& file_;
 };
 
@@ -116,12 +131,17 @@ void read_array(Cursor& c, GgufValue& v, int depth) {
   c.check_count(v.count, min_encoded_size(v.elem_type), "array length", at + 4);
   switch (v.elem_type) {
     case GgufType::string:
-      v.strings.reserve(v.count);
-      for (uint64_t k = 0; k < v.count; ++k) v.strings.push_back(c.read_string("array string"));
+      v.strings.reserve(c.reservable(v.count, 8));
+      for (uint64_t k = 0; k < v.count; ++k) {
+        c.charge(sizeof(std::string_view), at);
+        v.strings.push_back(c.read_string("array string"));
+      }
       break;
     case GgufType::array:
-      v.items.resize(v.count);
-      for (auto& item : v.items) {
+      v.items.reserve(c.reservable(v.count, 12));
+      for (uint64_t k = 0; k < v.count; ++k) {
+        c.charge(sizeof(GgufValue), at);
+        GgufValue& item = v.items.emplace_back();
         item.type = GgufType::array;
         read_array(c, item, depth + 1);
       }
@@ -351,9 +371,10 @@ void GgufFile::parse() {
   c.check_count(n_kv, 8 + 4 + 1, "metadata count", 16);
   c.check_count(n_tensors, 8 + 4 + 8 + 4 + 8, "tensor count", 8);
 
-  kv_.reserve(n_kv);
+  kv_.reserve(c.reservable(n_kv, 8 + 4 + 1));
   for (uint64_t k = 0; k < n_kv; ++k) {
     const uint64_t at = c.pos();
+    c.charge(sizeof(kv_[0]) + 64, at);  // the entry and its index node
     const std::string_view key = c.read_string("metadata key");
     const uint64_t type_at = c.pos();
     const uint32_t t = c.read<uint32_t>("metadata type");
@@ -371,9 +392,10 @@ void GgufFile::parse() {
     alignment_ = static_cast<uint32_t>(a->u);
   }
 
-  tensors_.reserve(n_tensors);
+  tensors_.reserve(c.reservable(n_tensors, 8 + 4 + 8 + 4 + 8));
   for (uint64_t k = 0; k < n_tensors; ++k) {
     const uint64_t at = c.pos();
+    c.charge(sizeof(GgufTensor) + 4 * sizeof(uint64_t) + 64, at);  // the entry, its dims and index node
     GgufTensor ti;
     ti.name = c.read_string("tensor name");
     const std::string nm(ti.name);

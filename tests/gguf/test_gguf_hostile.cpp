@@ -245,3 +245,39 @@ TEST(GgufHostile, RandomCorruptionNeverCrashes) {
   EXPECT_EQ(parsed + rejected, 3000);
   EXPECT_GT(rejected, 0);
 }
+
+// A header prefix that claims a huge file: counts that the claimed size allows must not turn
+// into allocations for elements that are not in the bytes at hand.
+TEST(GgufHostile, HeaderPrefixClaimingAHugeFileAllocatesOnlyForWhatIsThere) {
+  constexpr uint64_t kClaimed = 1ull << 40;  // a 1 TiB "file"
+  auto b = header(1ull << 30, 1);               // a billion tensors
+  gguf_put_string(b, "tokenizer.ggml.tokens");
+  gguf_put_u32(b, 9);                           // array
+  gguf_put_u32(b, 8);                           // of strings
+  gguf_put_u64(b, 1ull << 36);                  // 64 G of them: 1 TiB of views if reserved
+  for (int i = 0; i < 100; ++i) gguf_put_string(b, "tok");
+  try {
+    GgufFile::from_header_bytes(b, kClaimed, "remote.gguf");
+    FAIL() << "parsed a header that is not all there";
+  } catch (const GgufError& e) {
+    EXPECT_EQ(e.code(), GgufErrc::truncated) << e.what();  // not bad_alloc, and not an OOM kill
+  }
+  // Arrays of empty arrays: 12 bytes each in the file, far more in memory. The parser stops
+  // once its structures outgrow four times the bytes it holds.
+  auto n = header(0, 1);
+  gguf_put_string(n, "nested");
+  gguf_put_u32(n, 9);
+  gguf_put_u32(n, 9);                           // array of arrays
+  const uint64_t items = 4'000'000;
+  gguf_put_u64(n, items);
+  for (uint64_t i = 0; i < items; ++i) {
+    gguf_put_u32(n, 0);                         // empty u8 arrays
+    gguf_put_u64(n, 0);
+  }
+  try {
+    GgufFile::from_header_bytes(n, kClaimed, "remote.gguf");
+    FAIL() << "accepted 4 million nested arrays";
+  } catch (const GgufError& e) {
+    EXPECT_EQ(e.code(), GgufErrc::absurd_count) << e.what();
+  }
+}
