@@ -29,11 +29,12 @@ for m in $(grep -oE 'expr: .*' deploy/prometheus-alerts.yml | grep -oE '[a-z_]+_
   grep -rqF "\"$m\"" src/server || { echo "alert rules query $m, which the worker does not export"; exit 1; }
 done
 
-# The daemon's tests again under AddressSanitizer + UBSan (host code).
-for san in address; do
+# The daemon's tests again under AddressSanitizer + UBSan, then ThreadSanitizer (host code; the
+# suppressions file names cpp-httplib, a shared library built without it).
+for san in address thread; do
   cmake -S . -B "build-$san" -DWORKER_ORCD_SANITIZE=$san -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "build-$san" -j"$(nproc)" --target test_server
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ASAN_OPTIONS="detect_leaks=1" \
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/server/tsan.supp" ASAN_OPTIONS="detect_leaks=1" \
     "build-$san/tests/test_server" --gtest_brief=1 || { echo "server tests failed under the $san sanitizer"; exit 1; }
   echo "sanitizer: server tests clean under $san"
 done

@@ -99,6 +99,16 @@ std::string WorkerServer::new_job_id(JobKind kind) {
   return id;
 }
 
+void WorkerServer::on_state_change(std::function<void(WorkerState, const std::string&)> f) {
+  std::lock_guard order(listener_mu_);
+  state_listener_ = std::move(f);
+}
+
+void WorkerServer::set_health_extra(std::function<nlohmann::json()> f) {
+  std::lock_guard lock(mu_);
+  health_extra_ = std::move(f);
+}
+
 bool WorkerServer::set_state(WorkerState s, const std::string& reason) {
   std::lock_guard order(listener_mu_);
   WorkerState old;
@@ -368,8 +378,10 @@ ResidencyReport WorkerServer::check_residency() {
 nlohmann::json WorkerServer::health_json(int* http_status) {
   nlohmann::json j;
   const WorkerState s = state_.load();
+  std::function<nlohmann::json()> extra_fields;
   {
     std::lock_guard lock(mu_);  // consistent with state_reason_
+    extra_fields = health_extra_;
     j["status"] = worker_state_name(s);
     j["worker_id"] = cfg_.worker_id;
     // Unknown until the first check has run: never claimed before it.
@@ -405,8 +417,8 @@ nlohmann::json WorkerServer::health_json(int* http_status) {
     j["vram_bytes_used"] = 0;
     j["vram_breakdown"] = nlohmann::json::object();
   }
-  if (health_extra_) {
-    const nlohmann::json extra = health_extra_();  // kept alive: items() only refers to it
+  if (extra_fields) {
+    const nlohmann::json extra = extra_fields();  // kept alive: items() only refers to it
     for (const auto& [k, v] : extra.items()) j[k] = v;
   }
   // The process works in every state but these; /readyz says whether it takes jobs.

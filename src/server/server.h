@@ -42,7 +42,7 @@ class WorkerServer {
   // A device failure no call recovers from: unhealthy for good; the owner exits non-zero.
   bool device_lost() const { return device_lost_.load(); }
   // Called after every state change, in order, outside the server's locks.
-  void on_state_change(std::function<void(WorkerState, const std::string& reason)> f) { state_listener_ = std::move(f); }
+  void on_state_change(std::function<void(WorkerState, const std::string& reason)> f);
 
   int bind();    // binds host:port (0 = any free port) and returns the port
   void serve();  // blocks until shutdown; starts the GPU and residency threads
@@ -56,7 +56,7 @@ class WorkerServer {
   // Runs a residency check now; marks the worker unhealthy on a violation.
   ResidencyReport check_residency();
   // Adds fields (e.g. other GPU processes) to /health; the callback runs per request.
-  void set_health_extra(std::function<nlohmann::json()> f) { health_extra_ = std::move(f); }
+  void set_health_extra(std::function<nlohmann::json()> f);
   Metrics& metrics() { return metrics_; }
   std::map<std::string, uint64_t> vram_breakdown() const;  // empty while no model is loaded
   // Whether a job could start now (/readyz).

@@ -2,6 +2,7 @@
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -11,17 +12,37 @@
 
 namespace orcd::test {
 
+// Text a test changes while server threads read it: requests reach those threads over a socket,
+// which ThreadSanitizer does not count as synchronization, so the text has a lock of its own.
+class LockedText {
+ public:
+  explicit LockedText(std::string s) : s_(std::move(s)) {}
+  LockedText& operator=(std::string s) {
+    std::lock_guard lock(mu_);
+    s_ = std::move(s);
+    return *this;
+  }
+  std::string get() const {
+    std::lock_guard lock(mu_);
+    return s_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string s_;
+};
+
 // Emits the words of `script` one by one, `delay` apart, honouring max_tokens, stop strings
 // and cancellation as the real engine does.
 class FakeBackend : public InferenceBackend {
  public:
-  std::string script = "alpha beta gamma delta epsilon zeta eta theta iota kappa";
-  std::chrono::milliseconds delay{5};
+  LockedText script{"alpha beta gamma delta epsilon zeta eta theta iota kappa"};
+  std::atomic<std::chrono::milliseconds> delay{std::chrono::milliseconds(5)};
   std::atomic<int> started{0}, cancelled{0};
   mutable std::atomic<int> tokenized{0};
   std::atomic<bool> break_device{false};
   bool device_lost() override { return break_device.load(); }
-  bool violate_residency = false;
+  std::atomic<bool> violate_residency{false};
 
   FakeBackend() {
     info_.model_name = "fake-model";
@@ -45,12 +66,12 @@ class FakeBackend : public InferenceBackend {
     if (break_device) throw std::runtime_error("illegal memory access (simulated)");
     GenerateResult r;
     r.prompt_ids = req.prompt_ids.empty() ? tokenize(req.prompt) : req.prompt_ids;
-    std::istringstream words(script);
+    std::istringstream words(script.get());
     std::string w;
     StopStringFilter stops(req.stop);
     r.stop_reason = StopReason::eos;
     while (words >> w) {
-      std::this_thread::sleep_for(delay);
+      std::this_thread::sleep_for(delay.load());
       if (req.cancel && *req.cancel) {
         ++cancelled;
         r.stop_reason = StopReason::cancelled;

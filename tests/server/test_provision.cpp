@@ -12,6 +12,7 @@
 #include "engine/model.h"
 #include "engine/synth.h"
 #include "engine/vram_plan.h"
+#include "server/fake_backend.h"
 #include "server/provision.h"
 #include "testutil.h"
 #include "vram/admission_ledger.h"
@@ -48,7 +49,7 @@ class ModelServer : public ::testing::Test {
     hub.Get(R"(/org/repo/resolve/main/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
       res.status = 302;
       res.set_header("Location", cdn_origin() + "/files/" + req.matches[1].str());
-      if (!etag.empty()) res.set_header("X-Linked-ETag", "\"" + etag + "\"");
+      if (const std::string tag = etag.get(); !tag.empty()) res.set_header("X-Linked-ETag", "\"" + tag + "\"");
       res.set_header("X-Linked-Size", std::to_string(std::filesystem::file_size(root + "/tiny.gguf")));
     });
     hub_port = hub.bind_to_any_port("127.0.0.1");
@@ -74,7 +75,8 @@ class ModelServer : public ::testing::Test {
     o.fetch = fetch;
     return o;
   }
-  std::string root, url, cache, etag, sha;
+  std::string root, url, cache, sha;
+  test::LockedText etag{""};  // read by the hub's threads
   FetchOptions fetch;
   httplib::Server cdn, hub;
   std::vector<std::thread> threads;
@@ -184,7 +186,7 @@ TEST_F(ModelServer, ResumesAPartialDownloadWithIfRange) {
 TEST_F(ModelServer, HashMismatchRemovesThePartAndFails) {
   etag = std::string(64, 'a');  // the hub claims another file's hash
   const auto head = fetch_model_header(url, fetch);
-  EXPECT_EQ(head.sha256, etag);
+  EXPECT_EQ(head.sha256, etag.get());
   try {
     download_model(url, head, download_options());
     FAIL() << "accepted a file whose hash does not match";
@@ -196,7 +198,7 @@ TEST_F(ModelServer, HashMismatchRemovesThePartAndFails) {
 }
 
 TEST_F(ModelServer, NoHashMeansNoDownloadUnlessTheOperatorSkipsTheCheck) {
-  etag.clear();
+  etag = "";
   const auto head = fetch_model_header(url, fetch);
   EXPECT_TRUE(head.sha256.empty());
   EXPECT_THROW(download_model(url, head, download_options()), ProvisionError);

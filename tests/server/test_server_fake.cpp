@@ -70,6 +70,12 @@ class ServerTest : public ::testing::Test {
     c.set_read_timeout(10);
     return c;
   }
+  // Waits until the fake has begun a job (a slow machine or a sanitizer may take a while), plus
+  // one step of it.
+  void wait_until_started() {
+    for (int i = 0; i < 1000 && fake->started == 0; ++i) std::this_thread::sleep_for(5ms);
+    std::this_thread::sleep_for(fake->delay.load() * 2);
+  }
   // POSTs and reads the whole streamed body.
   Sse post_sse(const std::string& path, const std::string& body, int* status = nullptr) {
     auto r = client().Post(path.c_str(), body, "application/json");
@@ -189,7 +195,7 @@ TEST_F(ServerTest, CancelStopsAStreamWithinAHundredMilliseconds) {
   for (int i = 0; i < 200; ++i) words += "w ";
   fake->script = words;
   auto fut = std::async(std::launch::async, [&] { return post_sse("/execute", R"({"job_id":"long","prompt":"x","max_tokens":60})"); });
-  std::this_thread::sleep_for(150ms);
+  wait_until_started();
   const auto t0 = std::chrono::steady_clock::now();
   auto r = client().Post("/cancel", R"({"job_id":"long"})", "application/json");
   ASSERT_TRUE(r);
@@ -228,14 +234,14 @@ TEST_F(ServerTest, ClientDisconnectCancelsItsJob) {
 }
 
 TEST_F(ServerTest, QueueBeyondItsSizeGets503WithRetryAfter) {
-  fake->delay = 80ms;  // the first job runs 400 ms, long enough for the others to queue
+  fake->delay = 200ms;  // the first job runs a second, long enough for the others to queue
   std::vector<std::future<Sse>> running;
-  for (int i = 0; i < 3; ++i) {  // one runs, two wait (queue_size 2)
+  for (int i = 0; i < 3; ++i)  // one runs, two wait (queue_size 2)
     running.push_back(std::async(std::launch::async, [this, i] {
       return post_sse("/execute", R"({"job_id":"q)" + std::to_string(i) + R"(","prompt":"x","max_tokens":5})");
     }));
-    std::this_thread::sleep_for(30ms);
-  }
+  for (int i = 0; i < 500 && !(fake->started == 1 && metrics.value("orcd_queue_depth") == 2); ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(metrics.value("orcd_queue_depth"), 2);
   auto r = client().Post("/execute", R"({"job_id":"q9","prompt":"x","max_tokens":5})", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 503);
@@ -332,7 +338,7 @@ TEST_F(ServerTest, ImmediateShutdownEndsRunningStreamsAndStopsServing) {
   for (int i = 0; i < 200; ++i) words += "w ";
   fake->script = words;
   auto fut = std::async(std::launch::async, [&] { return post_sse("/execute", R"({"job_id":"sd","prompt":"x","max_tokens":60})"); });
-  std::this_thread::sleep_for(100ms);
+  wait_until_started();
   auto r = client().Post("/shutdown?now=1", "", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 202);
@@ -552,7 +558,7 @@ TEST_F(ServerTest, StateChangesReachTheListenerInOrder) {
 TEST_F(ServerTest, DrainFinishesRunningWorkAndTakesNoMore) {
   fake->delay = 20ms;
   auto fut = std::async(std::launch::async, [&] { return post_sse("/execute", R"({"job_id":"d1","prompt":"x","max_tokens":8})"); });
-  std::this_thread::sleep_for(50ms);
+  wait_until_started();
   server->drain(std::chrono::duration<double>(10), "SIGTERM");
   auto r = client().Post("/execute", R"({"job_id":"d2","prompt":"x","max_tokens":1})", "application/json");
   if (r) {  // the listener may already be gone once the running job ended

@@ -23,12 +23,13 @@ constexpr uint64_t GiB = 1ull << 30;
 // ledger, waits `load_time`, and returns a FakeBackend.
 class FakeGpu : public GpuAccess {
  public:
-  uint64_t total = 80 * GiB, free = 80 * GiB, model_bytes = 1 * GiB;
+  uint64_t total = 80 * GiB, model_bytes = 1 * GiB;
+  std::atomic<uint64_t> free{80 * GiB};  // the telemetry thread reads it while a test changes it
   std::chrono::milliseconds load_time{0};
   std::atomic<int> loads{0}, releases{0};
   std::optional<std::string> open(int) override { return std::nullopt; }
   std::string name() const override { return "fake"; }
-  std::optional<Memory> memory() override { return Memory{free, total}; }
+  std::optional<Memory> memory() override { return Memory{free.load(), total}; }
   std::shared_ptr<GpuProcessLister> processes() override { return nullptr; }
   std::shared_ptr<InferenceBackend> load(const std::string&, const EngineOptions& opt) override {
     ++loads;
