@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs worker-orcd's benchmark over the model table of issue 6 on this machine's GPU and writes
+# Runs worker-orcd's benchmark over the performance table's models on this machine's GPU and writes
 # a Markdown table. Synthetic models (real dimensions, random weights) are generated first with
 # `worker-orcd synth` unless already present. With --llama-bench PATH, llama.cpp's llama-bench
-# runs on the same files in the same session and its figures go beside ours.
+# runs on the same files in the same run and its figures go beside ours.
 #
 #   bench/run-bench.sh [--bin build/worker-orcd] [--models DIR] [--out FILE] [--reps N]
 #                      [--only NAME[,NAME]] [--depth D] [--llama-bench PATH] [--bench-args "ARGS"]
@@ -70,7 +70,7 @@ gpu = copy = None
 rows = [l.split() for l in open(os.path.join(raw, "order"))] if os.path.exists(os.path.join(raw, "order")) else []
 has_llama = any(os.path.exists(os.path.join(raw, f"{n}.llama.json")) for n, _, _ in rows)
 # tg GB/s: the bytes a decode step reads (weights, one embedding row where the output matrix
-# is separate, K/V) over its time. Floor: issue 6's, the file's weight bytes over the copy
+# is separate, K/V) over its time. Floor: the file's weight bytes over the copy
 # bandwidth, and tg128 as a share of it.
 head = "| model dims | quant | load s | pp512 t/s | tg128 t/s | tg128 @ d | depth loss | tg GB/s (of copy BW) | floor t/s (tg128 of it) | VRAM besides weights + KV |"
 sep = "|---|---|---|---|---|---|---|---|---|---|"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what a GPU machine without Debian's libraries needs into .carry/ (git-ignored):
 # the built binaries and ctest files, the non-system shared libraries they load, and the
-# shared test data. Run after scripts/build.sh; name .carry in the device tool's `carry`.
+# shared test data. Run after scripts/build.sh; copy .carry to the GPU machine with the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .carry && mkdir -p .carry/lib .carry/build/tests .carry/testdata

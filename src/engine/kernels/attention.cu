@@ -27,7 +27,7 @@ constexpr int kMaxGroup = 8;        // query heads per KV head the decode kernel
 // Thread groups of the decode merge, each over a share of the splits: kMergeGroups for a head
 // merged by one block, kSliceMergeGroups where a wider head is merged kMergeSlice dims a block.
 constexpr int kMergeGroups = 8, kSliceMergeGroups = 16, kMergeSlice = 64;
-// Partial values a merge thread loads before the splits' weights are known (docs/PERFORMANCE.md,
+// Partial values a merge thread loads before the splits' weights are known (docs/perf-log.md,
 // step 47: 1 was best at depth 0 but left the 8B's depth 4096 where it was; 4 gains there).
 constexpr int kMergePrefetch = 4;
 constexpr int kMergeSums = kMergeGroups * kMaxHeadDim;  // the merge's partial sums, [groups][dims]

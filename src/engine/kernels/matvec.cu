@@ -304,13 +304,13 @@ int bulk_smem_limit() { return device_caps().bulk_smem_limit; }
 
 // Launches reading up to this take the register kernel with the rows prefetched into L2 while the
 // previous kernel finishes; larger ones stream through shared memory (where their rows split
-// into chunks). Measured on the H100 (docs/PERFORMANCE.md, step 9): the shared-memory kernel
+// into chunks). Measured on the H100 (docs/perf-log.md, step 9): the shared-memory kernel
 // wins on the 8B's down products and output head (33-430 MB), loses on the 1B's 19 MB gate/up,
 // and prefetching launches much over L2's size evicts their early lines before use.
 constexpr size_t kSmallLaunchBytes = 32u << 20;
 
 // The span kernel (a warp's rows copied whole into shared memory) takes launches whose warps
-// read at most this many bytes each. Measured (docs/PERFORMANCE.md, step 40): at 8 and 16 KiB
+// read at most this many bytes each. Measured (docs/perf-log.md, step 40): at 8 and 16 KiB
 // it also took the 0.5B's 8 x 4 SwiGLU and the 8B's q/k/v and output products, each slower.
 constexpr int kSpanMaxBytes = 4096;
 
@@ -452,7 +452,7 @@ bool matvec_q8_can_emit_norm(std::span<const MatvecJob> jobs, MatvecMode mode) {
 }
 
 // Rows a warp for a launch that emits a norm: the fewest that keep it to two blocks an SM, so
-// that its clusters of 32 rows all fit on the GPU at once. Measured (docs/PERFORMANCE.md, step
+// that its clusters of 32 rows all fit on the GPU at once. Measured (docs/perf-log.md, step
 // 34): with the usual choice, 512 blocks in clusters of 8 or 4 lost 9% on the 1B and 8B. 0: no
 // choice fits, and the norm kernel stays.
 int emit_norm_rows_per_warp(std::span<const MatvecJob> jobs) {
@@ -560,7 +560,7 @@ void launch_matvec_q8(std::span<const MatvecJob> jobs, const Q8Act& x, MatvecMod
   // A swiglu launch that quantizes its output computes 32 rows a block (quantized together): 16
   // warps of 2 rows where all of its blocks are resident at once (each warp's rows then arrive
   // in half the round trips to memory), else 8 warps of 4 (twice the blocks resident). Measured
-  // (docs/PERFORMANCE.md, step 40): 16 x 2 took the 0.5B from 1,248 to 1,266 tok/s; in two
+  // (docs/perf-log.md, step 40): 16 x 2 took the 0.5B from 1,248 to 1,266 tok/s; in two
   // rounds of blocks it lost 3% on the 1B.
   auto all_resident_at_once = [&]<class T, int kWarps, int kRows>(int64_t n_rows, int span) {
     auto* k = span > 0 ? matvec_q8_kernel<T, T, MatvecMode::swiglu, kWarps, kRows, true> : matvec_q8_kernel<T, T, MatvecMode::swiglu, kWarps, kRows, false>;

@@ -31,7 +31,7 @@ struct F16Jobs {
 };
 
 // Each weight is read once a token: not kept in L1 (no_allocate), where it would evict the
-// activations that every row reads. Measured (docs/PERFORMANCE.md, step 48): the F16 8B went
+// activations that every row reads. Measured (docs/perf-log.md, step 48): the F16 8B went
 // from 163 to 178 tok/s; an L2 evict-first policy or a 256-byte L2 prefetch beside it did not help.
 __device__ __forceinline__ uint4 load_streaming(const __half* p) {
   uint4 v;
