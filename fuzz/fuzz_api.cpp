@@ -1,7 +1,7 @@
 // libFuzzer entry for everything a client sends. The first byte picks the shape:
 //   0: the bytes as a request body for every parser;
 //   1: the bytes nested in a field 1 to 200,000 levels deep;
-//   2: the bytes repeated into a prompt and stop strings past the prompt limit;
+//   2: the bytes repeated into a prompt and stop strings past the prompt limit (4 KiB here);
 //   3: the bytes as a whole HTTP request (request line, headers, chunked framing) read by the
 //      guarded server over a socketpair, with its limits, into the same parsers.
 // Any input must end as a job or an ApiError (or a refused connection), never a crash.
@@ -19,6 +19,13 @@
 
 namespace {
 
+// Small limits, so long inputs cross them at fuzzing speed.
+orcd::RequestLimits limits() {
+  orcd::RequestLimits l;
+  l.max_prompt_bytes = 4096;
+  return l;
+}
+
 void check(const std::variant<orcd::JobSpec, orcd::ApiError>& v) {
   if (const auto* e = std::get_if<orcd::ApiError>(&v)) {
     if (e->code.empty() || e->message.empty() || e->http_status < 400) std::abort();
@@ -29,14 +36,14 @@ void check(const std::variant<orcd::JobSpec, orcd::ApiError>& v) {
   const auto& s = j.sampling;
   const auto in = [](float v, float lo, float hi) { return v >= lo && v <= hi; };  // false for NaN
   if (j.max_tokens < 1 || !in(s.temperature, 0, 2) || !in(s.top_p, 0, 1) || !in(s.min_p, 0, 1) || s.top_k < 0 || j.timeout_secs < 1) std::abort();
-  if (j.prompt.size() > orcd::RequestLimits{}.max_prompt_bytes + 4096) std::abort();  // templated chat adds a little
+  if (j.prompt.size() > limits().max_prompt_bytes + 4096) std::abort();  // templated chat adds a little
 }
 
 void parse_all(std::string_view body) {
-  check(orcd::parse_execute(body, 7));
-  check(orcd::parse_openai(body, false, orcd::ChatFormat::none, 7));
-  check(orcd::parse_openai(body, true, orcd::ChatFormat::chatml, 7));
-  check(orcd::parse_openai(body, true, orcd::ChatFormat::llama3, 7));
+  check(orcd::parse_execute(body, 7, limits()));
+  check(orcd::parse_openai(body, false, orcd::ChatFormat::none, 7, limits()));
+  check(orcd::parse_openai(body, true, orcd::ChatFormat::chatml, 7, limits()));
+  check(orcd::parse_openai(body, true, orcd::ChatFormat::llama3, 7, limits()));
 }
 
 orcd::GuardedHttpServer& http() {
@@ -91,7 +98,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (auto& c : piece)
         if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) c = 'q';
       std::string big;
-      while (big.size() < (300u << 10)) big += piece;  // past max_prompt_bytes
+      while (big.size() < 5000) big += piece;  // past max_prompt_bytes
       parse_all(R"({"job_id":"f","prompt":")" + big + R"(","stop":[")" + piece + R"("]})");
       parse_all(R"({"messages":[{"role":"user","content":")" + big + R"("}]})");
       break;
