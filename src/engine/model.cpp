@@ -6,45 +6,50 @@
 
 #include "common/cuda_check.h"
 #include "gguf/gguf.h"
+#include "gguf/model_info.h"
 #include "vram/staging.h"
 
 namespace orcd {
 
 ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
-  ModelConfig c;
+  ModelInfo m;
   try {
-    c.arch_name = std::string(f.get_string("general.architecture"));
-    if (c.arch_name == "llama") c.arch = Arch::llama;
-    else if (c.arch_name == "qwen2") c.arch = Arch::qwen2;
-    else
-      throw ModelError(f.path() + ": architecture '" + c.arch_name + "' is not supported (supported: llama, qwen2)");
-    const std::string a = c.arch_name + ".";
-    c.n_layers = static_cast<int>(f.get_u64(a + "block_count"));
-    c.n_embd = static_cast<int>(f.get_u64(a + "embedding_length"));
-    c.n_heads = static_cast<int>(f.get_u64(a + "attention.head_count"));
-    c.n_kv_heads = static_cast<int>(f.get_u64_or(a + "attention.head_count_kv", c.n_heads));
-    c.n_ff = static_cast<int>(f.get_u64(a + "feed_forward_length"));
-    c.n_ctx_train = static_cast<int>(f.get_u64_or(a + "context_length", 2048));
-    if (c.n_heads <= 0 || c.n_kv_heads <= 0 || c.n_heads % c.n_kv_heads != 0 || c.n_embd % c.n_heads != 0)
-      throw ModelError(f.path() + ": inconsistent head counts (" + std::to_string(c.n_heads) + " heads, " +
-                       std::to_string(c.n_kv_heads) + " KV heads, embedding " + std::to_string(c.n_embd) + ")");
-    c.head_dim = static_cast<int>(f.get_u64_or(a + "attention.key_length", c.n_embd / c.n_heads));
-    c.rms_eps = static_cast<float>(f.get_f64_or(a + "attention.layer_norm_rms_epsilon", 1e-5));
-    c.rope_base = static_cast<float>(f.get_f64_or(a + "rope.freq_base", 10000.0));
-    c.rope_dims = static_cast<int>(f.get_u64_or(a + "rope.dimension_count", c.head_dim));
-    const std::string scaling(f.get_string_or(a + "rope.scaling.type", "none"));
-    if (scaling == "linear") c.rope_freq_scale = 1.0f / static_cast<float>(f.get_f64_or(a + "rope.scaling.factor", 1.0));
-    else if (scaling != "none" && scaling != "")
-      throw ModelError(f.path() + ": rope scaling '" + scaling + "' is not supported (none, linear)");
-    c.rope_neox = c.arch == Arch::qwen2;
-    c.qkv_bias = c.arch == Arch::qwen2;
-    c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
-    const GgufTensor* emb = f.find_tensor("token_embd.weight");
-    if (!emb) throw ModelError(f.path() + ": no token_embd.weight tensor");
-    c.n_vocab = static_cast<int>(emb->dims.size() > 1 ? emb->dims[1] : 0);
+    m = describe_model(f);  // the one reading of the hyperparameters; this adds what the engine requires
   } catch (const GgufError& e) {
     throw ModelError(e.what());
   }
+  ModelConfig c;
+  c.arch_name = m.architecture;
+  if (c.arch_name == "llama") c.arch = Arch::llama;
+  else if (c.arch_name == "qwen2") c.arch = Arch::qwen2;
+  else
+    throw ModelError(f.path() + ": architecture '" + c.arch_name + "' is not supported (supported: llama, qwen2)");
+  const std::string a = c.arch_name + ".";
+  for (const auto& [key, v] : {std::pair{"block_count", m.n_layers}, {"embedding_length", m.n_embd}, {"attention.head_count", m.n_heads},
+                               {"feed_forward_length", m.n_ff}})
+    if (v == 0 || v > (1u << 20)) throw ModelError(f.path() + ": " + a + key + " is missing or out of range");
+  c.n_layers = static_cast<int>(m.n_layers);
+  c.n_embd = static_cast<int>(m.n_embd);
+  c.n_heads = static_cast<int>(m.n_heads);
+  c.n_kv_heads = static_cast<int>(m.n_kv_heads);
+  c.n_ff = static_cast<int>(m.n_ff);
+  c.n_ctx_train = static_cast<int>(std::min<uint64_t>(m.context_length, 1u << 24));
+  if (c.n_kv_heads <= 0 || c.n_heads % c.n_kv_heads != 0 || c.n_embd % c.n_heads != 0)
+    throw ModelError(f.path() + ": inconsistent head counts (" + std::to_string(c.n_heads) + " heads, " + std::to_string(c.n_kv_heads) +
+                     " KV heads, embedding " + std::to_string(c.n_embd) + ")");
+  c.head_dim = static_cast<int>(std::min<uint64_t>(m.head_dim, 1u << 20));
+  c.rms_eps = static_cast<float>(m.rms_eps);
+  c.rope_base = static_cast<float>(m.rope_freq_base);
+  c.rope_dims = static_cast<int>(std::min<uint64_t>(m.rope_dims, 1u << 20));
+  if (m.rope_scaling == "linear") c.rope_freq_scale = 1.0f / static_cast<float>(m.rope_scaling_factor);
+  else if (m.rope_scaling != "none")
+    throw ModelError(f.path() + ": rope scaling '" + m.rope_scaling + "' is not supported (none, linear)");
+  c.rope_neox = c.arch == Arch::qwen2;
+  c.qkv_bias = c.arch == Arch::qwen2;
+  c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
+  const GgufTensor* emb = f.find_tensor("token_embd.weight");
+  if (!emb) throw ModelError(f.path() + ": no token_embd.weight tensor");
+  c.n_vocab = static_cast<int>(emb->dims.size() > 1 ? emb->dims[1] : 0);
   if (c.head_dim > 256 || c.rope_dims > c.head_dim || c.rope_dims % 2)
     throw ModelError(c.arch_name + ": head_dim " + std::to_string(c.head_dim) + " / rope dims " + std::to_string(c.rope_dims) +
                      " not supported (head_dim <= 256)");

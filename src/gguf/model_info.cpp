@@ -17,10 +17,14 @@ ModelInfo describe_model(const GgufFile& f) {
   m.n_heads = f.get_u64_or(a + "attention.head_count", 0);
   m.n_kv_heads = f.get_u64_or(a + "attention.head_count_kv", m.n_heads);
   m.n_ff = f.get_u64_or(a + "feed_forward_length", 0);
-  m.context_length = f.get_u64_or(a + "context_length", 0);
+  m.context_length = f.get_u64_or(a + "context_length", 2048);
   m.head_dim = f.get_u64_or(a + "attention.key_length", m.n_heads ? m.n_embd / m.n_heads : 0);
+  m.rope_dims = f.get_u64_or(a + "rope.dimension_count", m.head_dim);
   m.rope_freq_base = f.get_f64_or(a + "rope.freq_base", 10000.0);
-  m.rms_eps = f.get_f64_or(a + "attention.layer_norm_rms_epsilon", 0.0);
+  m.rope_scaling = std::string(f.get_string_or(a + "rope.scaling.type", "none"));
+  if (m.rope_scaling.empty()) m.rope_scaling = "none";
+  m.rope_scaling_factor = f.get_f64_or(a + "rope.scaling.factor", 1.0);
+  m.rms_eps = f.get_f64_or(a + "attention.layer_norm_rms_epsilon", 1e-5);
   m.tokenizer_model = std::string(f.get_string_or("tokenizer.ggml.model", ""));
   if (const GgufValue* toks = f.find("tokenizer.ggml.tokens"); toks && toks->type == GgufType::array)
     m.vocab_size = toks->count;
@@ -52,7 +56,9 @@ nlohmann::json model_info_json(const ModelInfo& m) {
       {"n_ff", m.n_ff},
       {"context_length", m.context_length},
       {"vocab_size", m.vocab_size},
+      {"rope_dims", m.rope_dims},
       {"rope_freq_base", m.rope_freq_base},
+      {"rope_scaling", m.rope_scaling},
       {"rms_eps", m.rms_eps},
       {"tokenizer_model", m.tokenizer_model},
       {"n_tensors", m.n_tensors},

@@ -15,8 +15,12 @@ struct ModelInfo {
   std::string architecture;  // general.architecture
   std::string name;          // general.name
   uint64_t n_layers = 0, n_embd = 0, n_heads = 0, n_kv_heads = 0, n_ff = 0;
-  uint64_t context_length = 0, vocab_size = 0, head_dim = 0;
+  // As the engine reads them: absent keys take the defaults it uses (context 2048, head_dim
+  // embedding / heads, RMS epsilon 1e-5, RoPE base 10000 over the whole head, no scaling).
+  uint64_t context_length = 0, vocab_size = 0, head_dim = 0, rope_dims = 0;
   double rope_freq_base = 0, rms_eps = 0;
+  std::string rope_scaling = "none";
+  double rope_scaling_factor = 1.0;
   uint64_t n_tensors = 0;
   uint64_t n_params = 0;
   uint64_t weight_bytes = 0;       // tensor data as stored
