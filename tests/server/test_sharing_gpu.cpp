@@ -4,6 +4,7 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include <cmath>
 #include <filesystem>
 #include <thread>
 
@@ -45,7 +46,46 @@ double wait_status(int port, const std::string& want, std::chrono::seconds timeo
   return -1;
 }
 
+// A gauge's value from /metrics (NaN when absent).
+double metric(int port, const std::string& series) {
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Get("/metrics");
+  if (!r) return NAN;
+  const auto at = r->body.find("\n" + series + " ");
+  return at == std::string::npos ? NAN : std::stod(r->body.substr(at + series.size() + 2));
+}
+
 }  // namespace
+
+TEST(SharingGpu, LiveHeadroomFallsWhenAnotherProcessAllocatesAndComesBack) {
+  REQUIRE_NVIDIA_GPU();
+  const std::string dir = temp_dir();
+  const std::string model = synth_tiny_qwen2(dir);
+  Daemon d;
+  ASSERT_TRUE(d.start({"--model", model, "--port", "0", "--gpu-poll-secs", "0.2"})) << d.log();
+  const std::string series = "vram_headroom_bytes{gpu=\"0\"}";
+  double before = NAN;
+  for (int i = 0; i < 100 && !(before > 0); ++i, std::this_thread::sleep_for(50ms)) before = metric(d.port, series);
+  ASSERT_GT(before, 0) << d.log();
+  ChildProcess hog;
+  hog.spawn(ORCD_VRAM_HOG, {"4096", "120"});  // 4 GiB
+  ASSERT_TRUE(hog.wait_for_log("holding", 60s)) << hog.log();
+  constexpr double GiB = 1024.0 * 1024 * 1024;
+  double during = before;
+  for (int i = 0; i < 100 && before - during < 3.5 * GiB; ++i, std::this_thread::sleep_for(50ms)) during = metric(d.port, series);
+  std::printf("[ sharing ] vram_headroom_bytes %.2f GiB -> %.2f GiB with 4 GiB held by another process\n", before / GiB, during / GiB);
+  EXPECT_GE(before - during, 3.5 * GiB);  // the hog's 4 GiB and its context, give or take the driver
+  EXPECT_LE(before - during, 5.0 * GiB);
+  EXPECT_GE(metric(d.port, "gpu_other_processes{gpu=\"0\"}"), 1);
+  const pid_t hog_pid = hog.pid();
+  hog.stop(SIGTERM);
+  for (int i = 0; i < 200 && nvidia_smi_used_mib(hog_pid) >= 0; ++i) std::this_thread::sleep_for(50ms);
+  double after = during;
+  for (int i = 0; i < 100 && before - after > 0.5 * GiB; ++i, std::this_thread::sleep_for(50ms)) after = metric(d.port, series);
+  EXPECT_LE(std::abs(before - after), 0.5 * GiB) << "before " << before << ", after " << after;
+  EXPECT_EQ(d.stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
 
 TEST(SharingGpu, AHogThatLeavesTooLittleMakesTheLoadFail) {
   REQUIRE_NVIDIA_GPU();
