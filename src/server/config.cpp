@@ -2,6 +2,8 @@
 
 #include <toml++/toml.h>
 
+#include "engine/chat_template.h"
+
 #include <fstream>
 #include <functional>
 #include <map>
@@ -157,6 +159,8 @@ void WorkerConfig::validate() const {
   if (contention_grace_secs < 0) throw ConfigError("contention_grace_secs must be >= 0");
   if (!callback_url.empty() && !callback_url.starts_with("http://") && !callback_url.starts_with("https://"))
     throw ConfigError("callback_url must start with http:// or https://");
+  if (!chat_template.empty() && !chat_format_from_name(chat_template))
+    throw ConfigError("chat_template must be one of chatml, llama3, llama2, mistral, phi3 (or empty: the model's own)");
   if (!admin_api_key.empty() && admin_api_key == api_key) throw ConfigError("admin_api_key must differ from api_key");
   for (const auto& r : auth_exempt_routes)
     if (r == "/shutdown") throw ConfigError("auth_exempt_routes must not hold /shutdown (it takes the admin key)");

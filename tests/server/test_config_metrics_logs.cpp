@@ -100,6 +100,11 @@ TEST(Config, KeysAndExposure) {
   c.admin_api_key.clear();
   c.auth_exempt_routes.push_back("/shutdown");
   EXPECT_THROW(c.validate(), ConfigError);
+  c.auth_exempt_routes.pop_back();
+  c.chat_template = "jinja-of-my-own";
+  EXPECT_THROW(c.validate(), ConfigError);
+  c.chat_template = "llama3";
+  EXPECT_NO_THROW(c.validate());
 }
 
 TEST(Metrics, RendersPrometheusText) {
